@@ -1,0 +1,187 @@
+// Command kong-metrics-sidecar runs beside Kong in a data plane pod: it
+// scrapes Kong's status endpoint, keeps the families the extension file
+// enables, labels each series with its Kubernetes Service and serves the
+// result for a ServiceMonitor or PodMonitor.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/config"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/version"
+)
+
+const program = "kong-metrics-sidecar"
+
+// shutdownGrace bounds how long in-flight scrapes may take after SIGTERM.
+const shutdownGrace = 10 * time.Second
+
+func main() { os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr)) }
+
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet(program, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	checkConfig := fs.String("check-config", "", "validate an extension `FILE`, print what it selects and exit (1 when invalid)")
+	fs.Usage = func() { usage(fs, stderr) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.String(program))
+		return 0
+	}
+	if *checkConfig != "" {
+		return check(*checkConfig, stdout, stderr)
+	}
+	settings, err := config.LoadSettings(environ)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: invalid settings:\n%v\n", program, err)
+		return 2
+	}
+	logger := newLogger(settings, stderr)
+	if err := serve(settings, logger); err != nil {
+		logger.Error("sidecar stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(settings config.Settings, logger *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(),
+	)
+	store := config.NewStore(settings.ConfigFile, reg, logger)
+	// A missing or invalid file is logged and counted; the sidecar serves
+	// its own metrics until a valid one appears.
+	_ = store.Reload()
+
+	handler := proxy.NewHandler(proxy.Options{
+		UpstreamURL:      settings.UpstreamURL.String(),
+		Timeout:          settings.ScrapeTimeout,
+		MaxUpstreamBytes: int64(settings.MaxUpstreamBytes),
+		Rewriter:         func() *relabel.Rewriter { return store.Load().Rewriter },
+		Registry:         reg,
+		Logger:           logger,
+	})
+	srv := &http.Server{
+		Handler:           proxy.NewMux(handler),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      settings.ScrapeTimeout + 10*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", settings.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", settings.ListenAddr, err)
+	}
+	logger.Info("serving", "addr", ln.Addr().String(), "upstream", settings.UpstreamURL.String(),
+		"config_file", settings.ConfigFile, "version", version.Version)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	reloads := make(chan os.Signal, 1)
+	signal.Notify(reloads, syscall.SIGHUP)
+	defer signal.Stop(reloads)
+	go func() {
+		for range reloads {
+			_ = store.Reload()
+		}
+	}()
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	// From here on a second SIGTERM kills the process at once.
+	stop()
+	logger.Info("shutting down: finishing in-flight scrapes", "grace", shutdownGrace)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutting down: %w", err)
+	}
+	return nil
+}
+
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kong_metrics_sidecar_build_info",
+		Help: "The sidecar's version, revision and Go version; always 1.",
+	}, []string{"version", "revision", "goversion"})
+	g.WithLabelValues(version.Version, version.Revision, runtime.Version()).Set(1)
+	return g
+}
+
+func newLogger(s config.Settings, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: s.LogLevel}
+	if s.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// check validates an extension file for -check-config.
+func check(path string, stdout, stderr io.Writer) int {
+	ext, err := config.LoadExtension(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: valid, %d document(s)\n", path, ext.Documents)
+	if len(ext.Selection.Services) == 0 {
+		fmt.Fprintln(stdout, "selects nothing")
+	}
+	var lines []string
+	for svc, fams := range ext.Selection.Services {
+		lines = append(lines, fmt.Sprintf("selects Service %s: %s → %s", svc, fams, strings.Join(relabel.FamilyNames(fams), ", ")))
+	}
+	for kong, svc := range ext.Selection.Mappings {
+		lines = append(lines, fmt.Sprintf("maps Kong service %q to Service %s", kong, svc))
+	}
+	slices.Sort(lines)
+	for _, l := range lines {
+		fmt.Fprintln(stdout, l)
+	}
+	return 0
+}
+
+func usage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintf(w, "Usage: %s [-version] [-check-config FILE]\n\n", program)
+	fmt.Fprintf(w, "Scrapes Kong's /metrics, keeps and enriches the series a DataPlaneMetricsExtension selects, and serves them.\n\nFlags:\n")
+	fs.PrintDefaults()
+	fmt.Fprintf(w, "\nEnvironment variables:\n")
+	for _, v := range config.Variables[config.Settings](config.EnvPrefix) {
+		fmt.Fprintf(w, "  %s (default %q)\n    \t%s\n", v.Name, v.Default, v.Help)
+	}
+}

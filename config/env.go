@@ -1,0 +1,137 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// ParseEnv fills a T from the variables in environ ("KEY=value" pairs) whose
+// names start with prefix, using T's `env`, `envDefault` and `help` struct
+// tags. It fails with an error naming the variable when a value is invalid,
+// and when a variable that starts with prefix is not one of T's (a typo),
+// except Kubernetes service-link variables, which the kubelet puts into
+// every container and which are never typos.
+func ParseEnv[T any](prefix string, environ []string) (T, error) {
+	var dst T
+	vars := env.ToMap(environ)
+	params, err := env.GetFieldParamsWithOptions(&dst, env.Options{Prefix: prefix})
+	if err != nil {
+		return dst, fmt.Errorf("BUG: settings struct: %w", err)
+	}
+	known := make(map[string]bool, len(params))
+	for _, p := range params {
+		known[p.Key] = true
+	}
+	var errs []error
+	var names []string
+	for name := range vars {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if strings.HasPrefix(name, prefix) && !known[name] && !IsServiceLinkVariable(name, vars[name]) {
+			errs = append(errs, fmt.Errorf("%s: unknown variable (known: %s)", name, strings.Join(KnownVariables[T](prefix), ", ")))
+		}
+	}
+	if err := env.ParseWithOptions(&dst, env.Options{Prefix: prefix, Environment: vars}); err != nil {
+		keys := fieldKeys(reflect.TypeOf(dst), prefix)
+		for _, e := range unwrapAll(err) {
+			var pe env.ParseError
+			if errors.As(e, &pe) {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", keys[pe.Name], vars[keys[pe.Name]], pe.Err))
+				continue
+			}
+			errs = append(errs, e)
+		}
+	}
+	return dst, errors.Join(errs...)
+}
+
+// KnownVariables lists the variable names T declares, in field order.
+func KnownVariables[T any](prefix string) []string {
+	var names []string
+	for _, v := range Variables[T](prefix) {
+		names = append(names, v.Name)
+	}
+	return names
+}
+
+// Variable describes one setting for -help.
+type Variable struct {
+	Name, Default, Help string
+}
+
+// Variables describes every variable T declares, in field order.
+func Variables[T any](prefix string) []Variable {
+	var vars []Variable
+	t := reflect.TypeFor[T]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		vars = append(vars, Variable{Name: prefix + name, Default: f.Tag.Get("envDefault"), Help: f.Tag.Get("help")})
+	}
+	return vars
+}
+
+func fieldKeys(t reflect.Type, prefix string) map[string]string {
+	keys := map[string]string{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		keys[f.Name] = prefix + name
+	}
+	return keys
+}
+
+func unwrapAll(err error) []error {
+	if agg, ok := err.(env.AggregateError); ok {
+		return agg.Errors
+	}
+	return []error{err}
+}
+
+var (
+	// <SVC>_SERVICE_HOST=10.0.0.1, <SVC>_SERVICE_PORT=80, <SVC>_SERVICE_PORT_<NAME>=80
+	serviceHostOrPort = regexp.MustCompile(`^[A-Z0-9_]+_SERVICE_(HOST|PORT(_[A-Z0-9_]+)?)$`)
+	// <SVC>_PORT=tcp://10.0.0.1:80, <SVC>_PORT_80_TCP=tcp://…, _PROTO, _PORT, _ADDR
+	dockerLink = regexp.MustCompile(`^[A-Z0-9_]+_PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?$`)
+	linkURL    = regexp.MustCompile(`^(tcp|udp|sctp)://(\[[0-9a-fA-F:.]+\]|[0-9.]+):[0-9]+$`)
+	portNumber = regexp.MustCompile(`^[0-9]{1,5}$`)
+)
+
+// IsServiceLinkVariable reports whether name=value is one of the variables
+// the kubelet sets for every Service in a pod's namespace. Both the name
+// and the shape of the value must fit, so that a typo such as
+// SIDECAR_LISTEN_PORT=9542 is still reported.
+func IsServiceLinkVariable(name, value string) bool {
+	switch {
+	case strings.HasSuffix(name, "_SERVICE_HOST") && serviceHostOrPort.MatchString(name):
+		_, err := netip.ParseAddr(value)
+		return err == nil
+	case serviceHostOrPort.MatchString(name):
+		return portNumber.MatchString(value)
+	case dockerLink.MatchString(name):
+		switch {
+		case strings.HasSuffix(name, "_PROTO"):
+			return value == "tcp" || value == "udp" || value == "sctp"
+		case strings.HasSuffix(name, "_ADDR"):
+			_, err := netip.ParseAddr(value)
+			return err == nil
+		case strings.HasSuffix(name, "_TCP_PORT"), strings.HasSuffix(name, "_UDP_PORT"), strings.HasSuffix(name, "_SCTP_PORT"):
+			return portNumber.MatchString(value)
+		default:
+			return linkURL.MatchString(value)
+		}
+	}
+	return false
+}

@@ -1,0 +1,110 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// EnvPrefix is the prefix of every sidecar setting.
+const EnvPrefix = "SIDECAR_"
+
+// Settings are the sidecar's settings, read from SIDECAR_* variables.
+type Settings struct {
+	ListenAddr         string        `env:"LISTEN_ADDR" envDefault:":9542" help:"where /metrics, /healthz and /readyz are served"`
+	UpstreamURL        URL           `env:"UPSTREAM_URL" envDefault:"http://127.0.0.1:8100/metrics" help:"Kong's status endpoint (/metrics of Kong's Prometheus plugin)"`
+	ConfigFile         string        `env:"CONFIG_FILE" envDefault:"/etc/kong-metrics-sidecar/config.yaml" help:"the extension file (DataPlaneMetricsExtension / KongServiceMapping documents)"`
+	ConfigPollInterval time.Duration `env:"CONFIG_POLL_INTERVAL" envDefault:"30s" help:"how often the extension file is re-read as a fallback for missed file events"`
+	ScrapeTimeout      time.Duration `env:"SCRAPE_TIMEOUT" envDefault:"10s" help:"upper bound for one upstream fetch; a smaller X-Prometheus-Scrape-Timeout-Seconds (less a margin) wins"`
+	MaxUpstreamBytes   ByteSize      `env:"MAX_UPSTREAM_BYTES" envDefault:"1GiB" help:"a larger upstream body is an upstream failure"`
+	LogLevel           slog.Level    `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+	LogFormat          LogFormat     `env:"LOG_FORMAT" envDefault:"json" help:"json or text"`
+}
+
+// LoadSettings reads the sidecar's settings from environ.
+func LoadSettings(environ []string) (Settings, error) {
+	s, err := ParseEnv[Settings](EnvPrefix, environ)
+	if err != nil {
+		return s, err
+	}
+	if s.ScrapeTimeout <= 0 {
+		return s, fmt.Errorf("%sSCRAPE_TIMEOUT=%s: must be positive", EnvPrefix, s.ScrapeTimeout)
+	}
+	if s.ConfigPollInterval <= 0 {
+		return s, fmt.Errorf("%sCONFIG_POLL_INTERVAL=%s: must be positive", EnvPrefix, s.ConfigPollInterval)
+	}
+	if s.MaxUpstreamBytes <= 0 {
+		return s, fmt.Errorf("%sMAX_UPSTREAM_BYTES=%d: must be positive", EnvPrefix, s.MaxUpstreamBytes)
+	}
+	return s, nil
+}
+
+// URL is an absolute http or https URL.
+type URL struct{ *url.URL }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (u *URL) UnmarshalText(b []byte) error {
+	parsed, err := url.Parse(string(b))
+	if err != nil {
+		return err
+	}
+	if parsed.Scheme != "http" && parsed.Scheme != "https" {
+		return fmt.Errorf("scheme must be http or https, not %q", parsed.Scheme)
+	}
+	if parsed.Host == "" {
+		return fmt.Errorf("no host")
+	}
+	u.URL = parsed
+	return nil
+}
+
+// ByteSize is a size in bytes, written as a plain number or with a unit:
+// B, KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024).
+type ByteSize int64
+
+var byteUnits = []struct {
+	suffix string
+	factor int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (b *ByteSize) UnmarshalText(text []byte) error {
+	s := strings.TrimSpace(string(text))
+	factor := int64(1)
+	for _, u := range byteUnits {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, factor = strings.TrimSpace(num), u.factor
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("invalid size %q: want a whole number of bytes, optionally with a unit such as MiB or GiB", string(text))
+	}
+	if n > math.MaxInt64/factor {
+		return fmt.Errorf("size %q is too large", string(text))
+	}
+	*b = ByteSize(n * factor)
+	return nil
+}
+
+// LogFormat is json or text.
+type LogFormat string
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (f *LogFormat) UnmarshalText(text []byte) error {
+	switch s := LogFormat(text); s {
+	case "json", "text":
+		*f = s
+		return nil
+	default:
+		return fmt.Errorf("want json or text, not %q", s)
+	}
+}

@@ -1,0 +1,135 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
+)
+
+// Snapshot is one validated configuration. Scrapes take one snapshot and use
+// only it, so a reload never mixes two configurations in one response.
+type Snapshot struct {
+	// Rewriter rewrites pages for this configuration's selection.
+	Rewriter *relabel.Rewriter
+	// Extension is the file it came from; nil before a valid file was read.
+	Extension *Extension
+}
+
+// Store holds the configuration in use and swaps it atomically when the
+// extension file changes to valid content. It is safe for concurrent use.
+type Store struct {
+	path   string
+	logger *slog.Logger
+
+	current atomic.Pointer[Snapshot]
+
+	mu      sync.Mutex // Serializes Reload and protects badHash.
+	badHash string     // hash of the last invalid content, to log each distinct one once
+
+	lastSuccessful prometheus.Gauge
+	lastSuccessTS  prometheus.Gauge
+	reloads        *prometheus.CounterVec
+	info           *prometheus.GaugeVec
+}
+
+// NewStore returns a Store for the extension file at path, starting with an
+// empty selection (nothing kept) until Reload reads a valid file. Its
+// metrics are registered on reg.
+func NewStore(path string, reg prometheus.Registerer, logger *slog.Logger) *Store {
+	s := &Store{
+		path:   path,
+		logger: logger,
+		lastSuccessful: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kong_metrics_sidecar_config_last_reload_successful",
+			Help: "Whether the last attempt to load the extension file succeeded (1) or failed (0).",
+		}),
+		lastSuccessTS: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kong_metrics_sidecar_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful load of the extension file.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kong_metrics_sidecar_config_reloads_total",
+			Help: "Attempts to load a changed extension file, by result.",
+		}, []string{"result"}),
+		info: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kong_metrics_sidecar_config_info",
+			Help: "The extension file in use: its SHA-256 (empty before a valid file was read).",
+		}, []string{"sha256"}),
+	}
+	s.reloads.WithLabelValues("success")
+	s.reloads.WithLabelValues("failure")
+	s.info.WithLabelValues("").Set(1)
+	reg.MustRegister(s.lastSuccessful, s.lastSuccessTS, s.reloads, s.info)
+	s.current.Store(&Snapshot{Rewriter: relabel.New(relabel.Selection{})})
+	return s
+}
+
+// Path is the extension file's path.
+func (s *Store) Path() string { return s.path }
+
+// Load returns the configuration in use.
+func (s *Store) Load() *Snapshot { return s.current.Load() }
+
+// Reload reads the extension file and, when its content changed and is
+// valid, makes it the configuration in use. Invalid content keeps the
+// configuration in use; its error is logged once per distinct content and
+// returned every time.
+func (s *Store) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	data, err := os.ReadFile(s.path)
+	if err != nil {
+		err = fmt.Errorf("reading extension file: %w", err)
+		s.failed(err, "missing:"+err.Error())
+		return err
+	}
+	sum := sha256.Sum256(data)
+	hash := hex.EncodeToString(sum[:])
+	if cur := s.Load().Extension; cur != nil && cur.Hash == hash {
+		s.lastSuccessful.Set(1)
+		return nil // unchanged
+	}
+	ext, err := ParseExtension(data)
+	if err != nil {
+		err = fmt.Errorf("extension file %s: %w", s.path, err)
+		s.failed(err, hash)
+		return err
+	}
+	prev := s.Load().Extension
+	s.current.Store(&Snapshot{Rewriter: relabel.New(ext.Selection), Extension: ext})
+	s.badHash = ""
+	s.lastSuccessful.Set(1)
+	s.lastSuccessTS.Set(float64(time.Now().UnixNano()) / 1e9)
+	s.reloads.WithLabelValues("success").Inc()
+	s.info.Reset()
+	s.info.WithLabelValues(hash).Set(1)
+	if ext.Documents == 0 {
+		s.logger.Warn("extension file has no documents: nothing is selected", "path", s.path)
+	}
+	prevHash := ""
+	if prev != nil {
+		prevHash = prev.Hash
+	}
+	s.logger.Info("extension file loaded", "path", s.path, "sha256", hash, "previous_sha256", prevHash,
+		"services", len(ext.Selection.Services), "mappings", len(ext.Selection.Mappings))
+	return nil
+}
+
+func (s *Store) failed(err error, key string) {
+	s.lastSuccessful.Set(0)
+	s.reloads.WithLabelValues("failure").Inc()
+	if key == s.badHash {
+		return
+	}
+	s.badHash = key
+	s.logger.Error("extension file rejected; keeping the configuration in use", "path", s.path, "err", err)
+}
