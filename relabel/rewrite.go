@@ -344,9 +344,9 @@ func (p *Page) comment(line []byte) {
 	default:
 		return
 	}
-	name, _, _ := bytes.Cut(rest, []byte(" "))
+	name, text, _ := bytes.Cut(rest, []byte(" "))
 	fi, ok := familyByName[string(name)]
-	if !ok || p.emitted[fi] {
+	if !ok || p.emitted[fi] || !validComment(isHelp, families[fi].histogram, text) {
 		return
 	}
 	if isHelp {
@@ -354,6 +354,31 @@ func (p *Page) comment(line []byte) {
 	} else {
 		p.typ[fi] = append(p.typ[fi][:0], line...)
 	}
+}
+
+// validComment checks a HELP text or TYPE for what a strict parser takes: a
+// HELP text with only \\ and \n escapes in valid UTF-8, and the type Kong
+// gives the family. A line that fails is dropped; the family is then
+// written without it.
+func validComment(isHelp, histogram bool, text []byte) bool {
+	if isHelp {
+		for i := 0; i < len(text); i++ {
+			if text[i] == '\\' {
+				if i+1 == len(text) || (text[i+1] != '\\' && text[i+1] != 'n') {
+					return false
+				}
+				i++
+			}
+		}
+		return utf8.Valid(text)
+	}
+	switch string(text) {
+	case "histogram":
+		return histogram
+	case "counter", "gauge", "untyped":
+		return !histogram
+	}
+	return false
 }
 
 // parseLabels splits `name="value",…}` into p.labels and returns what follows

@@ -1,0 +1,52 @@
+package relabel
+
+import (
+	"bytes"
+	"os"
+	"testing"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// FuzzRewrite feeds arbitrary pages to the rewriter: it must not panic, its
+// output must parse with the strict parser, and every kept line must carry
+// each added label exactly once.
+func FuzzRewrite(f *testing.F) {
+	page, err := os.ReadFile(fixturePath)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(page)
+	for line := range bytes.Lines(page) {
+		f.Add(line)
+	}
+	f.Add([]byte("kong_upstream_latency_ms_count{service=\"kong.command.80\",route=\"a\\\\\\\"\"} 1\n"))
+	f.Add([]byte("kong_upstream_latency_ms_count{service=\"kong.command.80\",route=\"}\",le=\"1\"} NaN\r\n"))
+	f.Add([]byte("kong_upstream_latency_ms_count{service=\"kong.command.80\",route=\"\xff\x00\"} -Inf 123\n"))
+	rw := New(Selection{
+		Services: map[Service]Family{command: ^Family(0), billing: ^Family(0)},
+		Mappings: map[string]Service{"httproute.default.echo.0": billing},
+	})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out, stats := rewriteAll(rw, in)
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		if _, err := parser.TextToMetricFamilies(bytes.NewReader(out)); err != nil && stats.Kept > 0 {
+			// The same input may hold a series twice, which no rewrite can
+			// mend; anything else is the rewriter's fault.
+			if !bytes.Contains([]byte(err.Error()), []byte("duplicate")) && !bytes.Contains([]byte(err.Error()), []byte("twice")) {
+				t.Fatalf("output does not parse: %v\ninput:\n%q\noutput:\n%s", err, in, out)
+			}
+		}
+		for line := range bytes.Lines(out) {
+			if line[0] == '#' {
+				continue
+			}
+			for _, l := range AddedLabels {
+				if n := bytes.Count(line, []byte(","+l+"=\"")) + bytes.Count(line, []byte("{"+l+"=\"")); n != 1 {
+					t.Fatalf("label %s appears %d times in %q", l, n, line)
+				}
+			}
+		}
+	})
+}
