@@ -135,13 +135,17 @@ func (p *parser) document(index int, n *yaml.Node) {
 		}
 	}
 	f := p.fields(n, "", "apiVersion", "kind", "metadata", "spec")
-	apiVersion, kind := p.str(f["apiVersion"], "apiVersion", n), p.str(f["kind"], "kind", n)
+	apiVersion := p.str(p.required(f["apiVersion"], "apiVersion", n), "apiVersion")
+	kind := p.str(p.required(f["kind"], "kind", n), "kind")
 	switch {
 	case kind == ExtensionKind && apiVersion == ExtensionAPIVersion:
 		p.extension(n, f)
 	case kind == MappingKind && apiVersion == MappingAPIVersion:
 		p.mapping(n, f)
 	case kind == ExtensionKind || kind == MappingKind:
+		if apiVersion == "" {
+			break // reported as missing
+		}
 		want := map[string]string{ExtensionKind: ExtensionAPIVersion, MappingKind: MappingAPIVersion}[kind]
 		p.fail(f["apiVersion"], "apiVersion", "%q is not supported for kind %s; want %q", apiVersion, kind, want)
 	case kind != "":
@@ -151,8 +155,8 @@ func (p *parser) document(index int, n *yaml.Node) {
 
 func (p *parser) extension(doc *yaml.Node, f map[string]*yaml.Node) {
 	md := p.fields(p.required(f["metadata"], "metadata", doc), "metadata", "name", "namespace", "labels", "annotations")
-	namespace := p.str(md["namespace"], "metadata.namespace", f["metadata"])
-	if md["namespace"] != nil && !relabel.IsNamespaceName(namespace) {
+	namespace := p.str(p.required(md["namespace"], "metadata.namespace", f["metadata"]), "metadata.namespace")
+	if namespace != "" && !relabel.IsNamespaceName(namespace) {
 		p.fail(md["namespace"], "metadata.namespace", "%q is not a valid namespace name (a DNS-1123 label)", namespace)
 	}
 	p.stringMap(md["labels"], "metadata.labels")
@@ -174,7 +178,7 @@ func (p *parser) extension(doc *yaml.Node, f map[string]*yaml.Node) {
 	for i, item := range names {
 		path := fmt.Sprintf("spec.serviceSelector.matchNames[%d]", i)
 		entry := p.fields(item, path, "name")
-		name := p.str(p.required(entry["name"], path+".name", item), path+".name", item)
+		name := p.str(p.required(entry["name"], path+".name", item), path+".name")
 		if entry["name"] == nil || namespace == "" {
 			continue
 		}
@@ -194,16 +198,16 @@ func (p *parser) extension(doc *yaml.Node, f map[string]*yaml.Node) {
 
 func (p *parser) mapping(doc *yaml.Node, f map[string]*yaml.Node) {
 	md := p.fields(f["metadata"], "metadata", "name", "namespace", "labels", "annotations")
-	p.str(md["namespace"], "metadata.namespace", f["metadata"])
+	p.str(md["namespace"], "metadata.namespace")
 	p.stringMap(md["labels"], "metadata.labels")
 	p.stringMap(md["annotations"], "metadata.annotations")
 	spec := p.fields(p.required(f["spec"], "spec", doc), "spec", "services")
 	for i, item := range p.list(p.required(spec["services"], "spec.services", f["spec"]), "spec.services") {
 		path := fmt.Sprintf("spec.services[%d]", i)
 		entry := p.fields(item, path, "kongService", "namespace", "name")
-		kong := p.str(p.required(entry["kongService"], path+".kongService", item), path+".kongService", item)
-		namespace := p.str(p.required(entry["namespace"], path+".namespace", item), path+".namespace", item)
-		name := p.str(p.required(entry["name"], path+".name", item), path+".name", item)
+		kong := p.str(p.required(entry["kongService"], path+".kongService", item), path+".kongService")
+		namespace := p.str(p.required(entry["namespace"], path+".namespace", item), path+".namespace")
+		name := p.str(p.required(entry["name"], path+".name", item), path+".name")
 		ok := true
 		if entry["kongService"] != nil && kong == "" {
 			p.fail(entry["kongService"], path+".kongService", "must not be empty")
@@ -262,11 +266,8 @@ func (p *parser) required(n *yaml.Node, path string, parent *yaml.Node) *yaml.No
 	return n
 }
 
-func (p *parser) str(n *yaml.Node, path string, parent *yaml.Node) string {
+func (p *parser) str(n *yaml.Node, path string) string {
 	if n == nil {
-		if parent != nil && (path == "apiVersion" || path == "kind" || path == "metadata.namespace") {
-			p.fail(parent, path, "required field is missing")
-		}
 		return ""
 	}
 	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
@@ -311,7 +312,7 @@ func (p *parser) stringMap(n *yaml.Node, path string) {
 		return
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		p.str(n.Content[i+1], join(path, n.Content[i].Value), nil)
+		p.str(n.Content[i+1], join(path, n.Content[i].Value))
 	}
 }
 
