@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+)
+
+func TestFlags(t *testing.T) {
+	tests := []struct {
+		name      string
+		args, env []string
+		code      int
+		out, errs string // substrings of stdout and stderr
+	}{
+		{"version", []string{"-version"}, nil, 0, "kong-metrics-sidecar version dev", ""},
+		{"help lists every variable", []string{"-help"}, nil, 0, "", "SIDECAR_MAX_UPSTREAM_BYTES (default \"1GiB\")"},
+		{"bad flag", []string{"-nope"}, nil, 2, "", "flag provided but not defined"},
+		{"check-config valid", []string{"-check-config", "../../config/testdata/good-multi.yaml"}, nil, 0,
+			"selects Service kong/command: latency,statusCode → kong_http_requests_total, kong_kong_latency_ms, kong_request_latency_ms, kong_upstream_latency_ms", ""},
+		{"check-config mapping", []string{"-check-config", "../../config/testdata/good-multi.yaml"}, nil, 0,
+			`maps Kong service "httproute.default.echo.0" to Service default/echo`, ""},
+		{"check-config empty", []string{"-check-config", "../../config/testdata/good-empty.yaml"}, nil, 0, "selects nothing", ""},
+		{"check-config invalid", []string{"-check-config", "../../config/testdata/invalid-names.yaml"}, nil, 1, "",
+			`4 problems:`},
+		{"check-config missing", []string{"-check-config", "/nonexistent/config.yaml"}, nil, 1, "", "no such file"},
+		{"unknown variable", nil, []string{"SIDECAR_LISTEN_ADRESS=:1"}, 2, "", "SIDECAR_LISTEN_ADRESS: unknown variable"},
+		{"invalid value", nil, []string{"SIDECAR_SCRAPE_TIMEOUT=soon"}, 2, "", `SIDECAR_SCRAPE_TIMEOUT="soon"`},
+		{"listen fails", nil, []string{"SIDECAR_LISTEN_ADDR=256.0.0.1:1", "SIDECAR_CONFIG_FILE=/nonexistent"}, 1, "", "listening on 256.0.0.1:1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tc.args, tc.env, &stdout, &stderr)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, &stdout, &stderr)
+			}
+			if !strings.Contains(stdout.String(), tc.out) {
+				t.Errorf("stdout %q does not contain %q", &stdout, tc.out)
+			}
+			if !strings.Contains(stderr.String(), tc.errs) {
+				t.Errorf("stderr %q does not contain %q", &stderr, tc.errs)
+			}
+		})
+	}
+}
+
+// TestServiceNamedSidecar: a Service called "sidecar" in Kong's namespace
+// gives the pod SIDECAR_SERVICE_HOST and friends, which must not stop it.
+func TestServiceNamedSidecar(t *testing.T) {
+	bin := buildSidecar(t)
+	addr, err := harness.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := harness.Start("sidecar", bin, nil, []string{
+		"SIDECAR_LISTEN_ADDR=" + addr,
+		"SIDECAR_CONFIG_FILE=" + filepath.Join(t.TempDir(), "absent.yaml"),
+		"SIDECAR_SERVICE_HOST=10.96.0.10", "SIDECAR_SERVICE_PORT=9542", "SIDECAR_PORT=tcp://10.96.0.10:9542",
+		"SIDECAR_PORT_9542_TCP=tcp://10.96.0.10:9542", "SIDECAR_PORT_9542_TCP_PROTO=tcp",
+		"SIDECAR_PORT_9542_TCP_PORT=9542", "SIDECAR_PORT_9542_TCP_ADDR=10.96.0.10",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(5 * time.Second)
+	if err := harness.WaitHTTP("http://"+addr+"/readyz", p, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGracefulShutdown: SIGTERM lets an in-flight scrape finish, then the
+// sidecar exits 0.
+func TestGracefulShutdown(t *testing.T) {
+	page, err := os.ReadFile("../../../shared/fixtures/kong-3.9-metrics.prom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	arrived, release := make(chan struct{}), make(chan struct{})
+	kong := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+		w.Write(page)
+	}))
+	defer kong.Close()
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, must(os.ReadFile("../../config/testdata/good-tutorial.yaml")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := buildSidecar(t)
+	addr, err := harness.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := harness.Start("sidecar", bin, nil, []string{
+		"SIDECAR_LISTEN_ADDR=" + addr, "SIDECAR_UPSTREAM_URL=" + kong.URL + "/metrics", "SIDECAR_CONFIG_FILE=" + cfg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(5 * time.Second)
+	if err := harness.WaitHTTP("http://"+addr+"/healthz", p, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		body []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, err := harness.Get(context.Background(), "http://"+addr+"/metrics")
+		done <- result{b, err}
+	}()
+	<-arrived
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// New connections are refused once the listener is closed.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			break
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting connections after SIGTERM")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if p.Exited() {
+		t.Fatal("exited before the in-flight scrape finished")
+	}
+	close(release)
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("in-flight scrape failed: %v", res.err)
+	}
+	if !bytes.Contains(res.body, []byte(`exported_service="command"`)) {
+		t.Errorf("in-flight scrape lacks Kong's series:\n%s", res.body)
+	}
+	if err := p.Wait(10 * time.Second); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.Output())
+	}
+}
+
+func buildSidecar(t *testing.T) string {
+	t.Helper()
+	bins, err := harness.Build(context.Background(), t.TempDir(), "./cmd/kong-metrics-sidecar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bins["kong-metrics-sidecar"]
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
