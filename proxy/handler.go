@@ -101,7 +101,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	timeout := h.scrapeTimeout(r)
 	rw := h.rewriter()
 	// The fetch outlives the scrape that started it, since others may share
-	// it, but never its timeout.
+	// it, but never its timeout. Every scrape shares the fetch under way,
+	// even one that arrives after a configuration change: Kong is never
+	// fetched twice at once, and the answer is still wholly one
+	// configuration's (the one the fetch started with).
 	ch := h.fetches.DoChan("upstream", func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
 		defer cancel()
@@ -119,10 +122,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	w.Header().Set("Content-Type", ContentType)
-	var out io.Writer = w
-	if acceptsGzip(r.Header.Get("Accept-Encoding")) {
+	// Plain answers vary with Accept-Encoding too, so caches must not hand
+	// them to clients that asked for gzip, or the other way round.
+	w.Header().Add("Vary", "Accept-Encoding")
+	gzipped := acceptsGzip(r.Header.Get("Accept-Encoding"))
+	if gzipped {
 		w.Header().Set("Content-Encoding", "gzip")
-		w.Header().Add("Vary", "Accept-Encoding")
+	}
+	if r.Method == http.MethodHead {
+		return // before the gzip writer, whose Close would write a body
+	}
+	var out io.Writer = w
+	if gzipped {
 		gz := h.gzips.Get().(*gzip.Writer)
 		gz.Reset(w)
 		defer func() {
@@ -131,9 +142,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.gzips.Put(gz)
 		}()
 		out = gz
-	}
-	if r.Method == http.MethodHead {
-		return
 	}
 	if _, err := out.Write(kong); err != nil {
 		return
@@ -159,7 +167,10 @@ func (h *Handler) writeOwnMetrics(w io.Writer) {
 func (h *Handler) scrapeTimeout(r *http.Request) time.Duration {
 	timeout := h.timeout
 	if v := r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds"); v != "" {
-		if secs, err := strconv.ParseFloat(v, 64); err == nil && secs > 0 {
+		// From twice the timeout on, theirs cannot win (half of it is kept
+		// below); not converting such values also keeps +Inf and 1e300 from
+		// overflowing a Duration, whose value would then be undefined.
+		if secs, err := strconv.ParseFloat(v, 64); err == nil && secs > 0 && secs < 2*timeout.Seconds() {
 			theirs := time.Duration(secs * float64(time.Second))
 			// Take the margin off, but keep at least half of a short timeout.
 			theirs = max(theirs-timeoutMargin, theirs/2)
