@@ -226,3 +226,27 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+var (
+	buildOnce sync.Once
+	buildBins map[string]string
+	buildErr  error
+)
+
+// Binaries builds the project's programs once per test process into
+// integration/.work/bin (ignored by git) and returns their paths by name:
+// kong-metrics-sidecar, kong-metrics-injector (when present) and kong-simulator.
+func Binaries(ctx context.Context) (map[string]string, error) {
+	buildOnce.Do(func() {
+		dir := filepath.Join(RepoRoot(), "integration", ".work", "bin")
+		if buildErr = os.MkdirAll(dir, 0o755); buildErr != nil {
+			return
+		}
+		pkgs := []string{"./cmd/kong-metrics-sidecar", "./integration/cmd/kong-simulator"}
+		if _, err := os.Stat(filepath.Join(RepoRoot(), "cmd", "kong-metrics-injector")); err == nil {
+			pkgs = append(pkgs, "./cmd/kong-metrics-injector")
+		}
+		buildBins, buildErr = Build(ctx, dir, pkgs...)
+	})
+	return buildBins, buildErr
+}

@@ -1,0 +1,218 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+)
+
+// tutorialMetricsQuery is the metricsQuery of the prometheus-adapter rule in
+// Kong's tutorial, verbatim, with <<.LabelMatchers>> as prometheus-adapter
+// fills it in for the Service kong/command.
+var tutorialMetricsQuery = strings.ReplaceAll(`sum by (exported_service) (rate(kong_upstream_latency_ms_sum{<<.LabelMatchers>>}[60s:10s]))
+  /
+sum by (exported_service) (rate(kong_upstream_latency_ms_count{<<.LabelMatchers>>}[60s:10s]))`,
+	"<<.LabelMatchers>>", `exported_namespace="kong",exported_service="command"`)
+
+// tutorialSeriesQuery is the rule's seriesQuery, verbatim.
+const tutorialSeriesQuery = `{__name__=~"^kong_upstream_latency_ms_(sum|count)",kubernetes_namespace!="",kubernetes_name!="",kubernetes_kind!=""}`
+
+// TestTutorialRuleWithPrometheus runs the Kong simulator, the sidecar and
+// two real Prometheus servers (a ServiceMonitor's honorLabels false and
+// true) while the tutorial's traffic runs at sleep 0.1, and evaluates the
+// tutorial's prometheus-adapter query through Prometheus' HTTP API.
+func TestTutorialRuleWithPrometheus(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	stack := startStack(t, tutorialConfig)
+
+	trafficCtx, stopTraffic := context.WithCancel(ctx)
+	var trafficWG sync.WaitGroup
+	var served int
+	var trafficErr error
+	trafficWG.Go(func() { served, trafficErr = harness.Traffic(trafficCtx, stack.proxyURL, "0.1", 4) })
+	defer func() {
+		stopTraffic()
+		trafficWG.Wait()
+		if trafficErr != nil {
+			t.Errorf("traffic: %v (%d requests served)", trafficErr, served)
+		}
+	}()
+
+	proms := map[bool]*harness.Prometheus{}
+	for _, honor := range []bool{false, true} {
+		dir := t.TempDir()
+		p, err := harness.StartPrometheus(dir, serviceMonitorScrapeConfig(stack.sidecarAddr, honor))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			p.Stop(5 * time.Second)
+			if t.Failed() {
+				t.Logf("prometheus (honor_labels %v) output:\n%s", honor, p.Output())
+			}
+		})
+		proms[honor] = p
+	}
+
+	for _, honor := range []bool{false, true} {
+		t.Run(fmt.Sprintf("honor_labels=%v", honor), func(t *testing.T) {
+			prom := proms[honor]
+			// Three answers in a row within 100 ± 10 ms, each a few seconds apart.
+			var values []float64
+			deadline := time.Now().Add(100 * time.Second)
+			for len(values) < 3 {
+				if time.Now().After(deadline) {
+					t.Fatalf("no stable answer in time; got %v\nsidecar output:\n%s", values, stack.sidecar.Output())
+				}
+				time.Sleep(3 * time.Second)
+				res, err := prom.Query(ctx, tutorialMetricsQuery)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(res) == 0 {
+					continue // not enough samples for the rate yet
+				}
+				if len(res) != 1 || res[0].Metric["exported_service"] != "command" {
+					t.Fatalf("want one result for exported_service=command, got %+v", res)
+				}
+				v := res[0].Value
+				if math.Abs(v-100) > 10 {
+					t.Fatalf("mean upstream latency %v ms, want 100 ± 10", v)
+				}
+				values = append(values, v)
+			}
+			t.Logf("kong_upstream_latency_ms_60s_average for kong/command: %v", values)
+
+			// prometheus-adapter discovers the series with the rule's seriesQuery
+			// and maps exported_namespace/exported_service to the Service.
+			series, err := prom.Series(ctx, tutorialSeriesQuery)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(series) != 2 {
+				t.Fatalf("seriesQuery found %d series, want _sum and _count of command: %v", len(series), series)
+			}
+			for _, s := range series {
+				want := map[string]string{
+					"exported_namespace": "kong", "exported_service": "command",
+					"kubernetes_namespace": "kong", "kubernetes_name": "command", "kubernetes_kind": "Service",
+					"kong_service": "kong.command.80",
+					// The target labels a ServiceMonitor adds stay the target's.
+					"namespace": "kong", "service": "kong-metrics-sidecar", "pod": "kong-gateway-5d8f7c6b9-x2x7q",
+					"container": "kong-metrics-sidecar", "endpoint": "sidecar-metrics",
+				}
+				for k, v := range want {
+					if s[k] != v {
+						t.Errorf("series %v: %s = %q, want %q", s, k, s[k], v)
+					}
+				}
+			}
+		})
+	}
+}
+
+// serviceMonitorScrapeConfig scrapes the sidecar as the Prometheus
+// Operator renders a ServiceMonitor endpoint: target labels namespace,
+// service, pod, container and endpoint, honor_labels as given.
+func serviceMonitorScrapeConfig(target string, honorLabels bool) string {
+	return fmt.Sprintf(`global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+scrape_configs:
+- job_name: serviceMonitor/kong/kong-metrics-sidecar/0
+  honor_labels: %v
+  metrics_path: /metrics
+  static_configs:
+  - targets: [%q]
+    labels:
+      namespace: kong
+      service: kong-metrics-sidecar
+      pod: kong-gateway-5d8f7c6b9-x2x7q
+      container: kong-metrics-sidecar
+      endpoint: sidecar-metrics
+`, honorLabels, target)
+}
+
+// tutorialConfig is the DataPlaneMetricsExtension of Kong's tutorial.
+const tutorialConfig = `kind: DataPlaneMetricsExtension
+apiVersion: gateway-operator.konghq.com/v1alpha1
+metadata:
+  name: kong
+  namespace: kong
+spec:
+  serviceSelector:
+    matchNames:
+    - name: command
+  config:
+    latency: true
+`
+
+// stack is a Kong simulator with the sidecar in front of it.
+type stack struct {
+	proxyURL    string // the simulator's proxy side
+	statusURL   string // the simulator's /metrics
+	sidecarAddr string
+	configFile  string
+	simulator   *harness.Process
+	sidecar     *harness.Process
+}
+
+// startStack builds and starts the simulator and the sidecar with an
+// extension file holding config; both stop when the test ends.
+func startStack(t *testing.T, config string) *stack {
+	t.Helper()
+	bins, err := harness.Binaries(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs [3]string
+	for i := range addrs {
+		if addrs[i], err = harness.FreeAddr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &stack{proxyURL: "http://" + addrs[0], statusURL: "http://" + addrs[1] + "/metrics", sidecarAddr: addrs[2]}
+	s.simulator, err = harness.Start("kong-simulator", bins["kong-simulator"], []string{"-proxy-listen", addrs[0], "-listen", addrs[1]}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopAndReport(t, s.simulator) })
+	if err := harness.WaitHTTP(s.statusURL, s.simulator, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	s.configFile = filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(s.configFile, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.sidecar, err = harness.Start("kong-metrics-sidecar", bins["kong-metrics-sidecar"], nil, []string{
+		"SIDECAR_LISTEN_ADDR=" + s.sidecarAddr,
+		"SIDECAR_UPSTREAM_URL=" + s.statusURL,
+		"SIDECAR_CONFIG_FILE=" + s.configFile,
+		"SIDECAR_LOG_FORMAT=text",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopAndReport(t, s.sidecar) })
+	if err := harness.WaitHTTP("http://"+s.sidecarAddr+"/readyz", s.sidecar, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func stopAndReport(t *testing.T, p *harness.Process) {
+	p.Stop(5 * time.Second)
+	if t.Failed() {
+		t.Logf("%s output:\n%s", p.Name, p.Output())
+	}
+}
