@@ -1,0 +1,140 @@
+// Command kong-metrics-injector is a mutating admission webhook that adds
+// the kong-metrics-sidecar container to Kong pods labelled
+// kong-metrics-sidecar.io/inject: "true". It is configured with INJECTOR_*
+// environment variables; -help lists them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/config"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/inject"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/version"
+)
+
+const program = "kong-metrics-injector"
+
+// Exit codes.
+const (
+	exitOK       = 0
+	exitFailure  = 1 // could not start or serve
+	exitSettings = 2 // bad flags or settings
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	flags := flag.NewFlagSet(program, flag.ContinueOnError)
+	showVersion := flags.Bool("version", false, "print the version and exit")
+	flags.Usage = func() { usage(flags) }
+	if err := flags.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitSettings
+	}
+	if flags.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "%s: unexpected arguments %q; settings come from INJECTOR_* variables (see -help)\n", program, flags.Args())
+		return exitSettings
+	}
+	if *showVersion {
+		fmt.Println(version.String(program))
+		return exitOK
+	}
+	settings, err := inject.LoadSettings(os.Environ())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: invalid settings:\n%v\n", program, err)
+		return exitSettings
+	}
+	logger := newLogger(os.Stderr, settings)
+
+	// The first SIGTERM starts a drain; stop() then restores the default
+	// action, so that a second one kills the process.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop)
+
+	if err := serve(ctx, settings, logger); err != nil {
+		logger.Error("Injector failed", "err", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// serve wires the injector together and serves until ctx is done.
+func serve(ctx context.Context, s inject.Settings, logger *slog.Logger) error {
+	logger.Info("Starting", "version", version.Version, "revision", version.Revision, "mode", s.SidecarMode, "image", s.SidecarImage)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := inject.NewMetrics(reg)
+
+	certs, err := inject.NewCertReloader(inject.CertReloaderOptions{
+		CertFile: s.TLSCertFile,
+		KeyFile:  s.TLSKeyFile,
+		Logger:   logger.With("component", "tls"),
+		Metrics:  metrics,
+	})
+	if err != nil {
+		return err
+	}
+	handler := inject.NewHandler(inject.Config{
+		Image:            s.SidecarImage,
+		Mode:             s.SidecarMode,
+		DefaultConfigMap: s.DefaultConfigMap,
+		Version:          version.Version,
+	}, logger.With("component", "webhook"), metrics)
+	srv, err := inject.NewServer(inject.ServerOptions{
+		ListenAddr:     s.ListenAddr,
+		MetricsAddr:    s.MetricsAddr,
+		Mutate:         handler,
+		GetCertificate: certs.GetCertificate,
+		Gatherer:       reg,
+		Logger:         logger,
+	})
+	if err != nil {
+		return err
+	}
+	// The reloader stops with the server, also when the server fails.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	certsDone := make(chan error, 1)
+	go func() { certsDone <- certs.Run(ctx) }()
+	err = srv.Run(ctx)
+	cancel()
+	return errors.Join(err, <-certsDone)
+}
+
+func newLogger(w io.Writer, s inject.Settings) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: s.LogLevel}
+	if s.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func usage(flags *flag.FlagSet) {
+	w := flags.Output()
+	fmt.Fprintf(w, "Usage: %s [-version]\n\n", program)
+	fmt.Fprintf(w, "A mutating admission webhook that adds the kong-metrics-sidecar container\n")
+	fmt.Fprintf(w, "to pods labelled %s: \"true\".\n\nFlags:\n", inject.LabelInject)
+	flags.PrintDefaults()
+	fmt.Fprintf(w, "\nEnvironment:\n")
+	for _, v := range config.Variables[inject.Settings](inject.EnvPrefix) {
+		def := v.Default
+		if def == "" {
+			def = "none"
+		}
+		fmt.Fprintf(w, "  %s (default %s)\n    \t%s\n", v.Name, def, v.Help)
+	}
+}

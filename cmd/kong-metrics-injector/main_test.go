@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the injector, built once by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kong-metrics-injector-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "kong-metrics-injector")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// runBinary runs the injector to completion with exactly env.
+func runBinary(t *testing.T, env []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = env
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	default:
+		t.Fatal(err)
+	}
+	return code, out.String(), errOut.String()
+}
+
+func TestExitCodes(t *testing.T) {
+	const image = "INJECTOR_SIDECAR_IMAGE=ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:v1.0.0"
+	cases := []struct {
+		name   string
+		env    []string
+		args   []string
+		code   int
+		stdout string
+		stderr []string
+	}{
+		{"unknown variable", []string{image, "INJECTOR_FOO=bar"}, nil, 2, "", []string{"INJECTOR_FOO: unknown variable"}},
+		{"missing image", nil, nil, 2, "", []string{"INJECTOR_SIDECAR_IMAGE: required"}},
+		{"invalid mode", []string{image, "INJECTOR_SIDECAR_MODE=sidecar"}, nil, 2, "", []string{`INJECTOR_SIDECAR_MODE="sidecar"`}},
+		{"every problem", []string{"INJECTOR_FOO=bar", "INJECTOR_LOG_LEVEL=loud"}, nil, 2, "", []string{"INJECTOR_FOO", "INJECTOR_LOG_LEVEL", "INJECTOR_SIDECAR_IMAGE"}},
+		{"unknown flag", nil, []string{"-verbose"}, 2, "", []string{"flag provided but not defined: -verbose"}},
+		{"arguments", []string{image}, []string{"serve"}, 2, "", []string{`unexpected arguments ["serve"]`}},
+		{"version", nil, []string{"-version"}, 0, "kong-metrics-injector version dev (revision unknown, go", nil},
+		{"help", []string{"INJECTOR_FOO=ignored"}, []string{"-help"}, 0, "", []string{
+			"-version",
+			"INJECTOR_LISTEN_ADDR (default :9443)", "INJECTOR_TLS_CERT_FILE (default /etc/kong-metrics-injector/tls/tls.crt)",
+			"INJECTOR_TLS_KEY_FILE (default /etc/kong-metrics-injector/tls/tls.key)", "INJECTOR_METRICS_ADDR (default :9090)",
+			"INJECTOR_SIDECAR_IMAGE (default none)", "INJECTOR_SIDECAR_MODE (default native)",
+			"INJECTOR_DEFAULT_CONFIGMAP (default kong-metrics-sidecar)", "INJECTOR_LOG_LEVEL (default info)", "INJECTOR_LOG_FORMAT (default json)",
+		}},
+		{"no certificate", []string{image, "INJECTOR_TLS_CERT_FILE=/nonexistent/tls.crt", "INJECTOR_LOG_FORMAT=text"}, nil, 1, "", []string{"/nonexistent/tls.crt"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runBinary(t, tc.env, tc.args...)
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d; stderr:\n%s", code, tc.code, stderr)
+			}
+			if !strings.Contains(stdout, tc.stdout) {
+				t.Errorf("stdout %q, want %q", stdout, tc.stdout)
+			}
+			for _, want := range tc.stderr {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr does not contain %q:\n%s", want, stderr)
+				}
+			}
+		})
+	}
+}
+
+// TestServes starts the binary with a generated certificate, injects a
+// pod over HTTPS, reads its metrics and stops it with SIGTERM.
+func TestServes(t *testing.T) {
+	dir := t.TempDir()
+	caPool := writeCertificate(t, dir)
+	webhookAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	cmd := exec.Command(binary)
+	cmd.Env = []string{
+		"INJECTOR_SIDECAR_IMAGE=ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:v1.0.0",
+		"INJECTOR_LISTEN_ADDR=" + webhookAddr,
+		"INJECTOR_METRICS_ADDR=" + metricsAddr,
+		"INJECTOR_TLS_CERT_FILE=" + filepath.Join(dir, "tls.crt"),
+		"INJECTOR_TLS_KEY_FILE=" + filepath.Join(dir, "tls.key"),
+		"INJECTOR_SERVICE_HOST=10.0.0.1", // a Service named injector
+		"INJECTOR_SERVICE_PORT=443",
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}()
+
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: caPool}}}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := client.Get("https://" + webhookAddr + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready after 10s: %v\n%s", err, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	fixture, err := os.ReadFile("../../inject/testdata/admission/minimal-opted-in.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := client.Post("https://"+webhookAddr+"/mutate", "application/json", bytes.NewReader(fixture))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	var review struct {
+		Response struct {
+			Allowed bool   `json:"allowed"`
+			Patch   string `json:"patch"`
+		} `json:"response"`
+	}
+	if err := json.Unmarshal(body, &review); err != nil || res.StatusCode != 200 || !review.Response.Allowed {
+		t.Fatalf("POST /mutate: %d %s (%v)", res.StatusCode, body, err)
+	}
+	patch, err := base64.StdEncoding.DecodeString(review.Response.Patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"path":"/metadata/annotations/kong-metrics-sidecar.io~1injected","value":"dev"`, `"image":"ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:v1.0.0"`} {
+		if !strings.Contains(string(patch), want) {
+			t.Errorf("patch does not contain %s:\n%s", want, patch)
+		}
+	}
+
+	res, err = http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, want := range []string{
+		`kong_metrics_injector_admissions_total{result="injected"} 1`,
+		`kong_metrics_injector_build_info{goversion="go`,
+		"go_goroutines ",
+		"process_resident_memory_bytes ",
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics does not contain %q", want)
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still running 10s after SIGTERM\n%s", stderr.String())
+	}
+	for _, want := range []string{`"msg":"Loaded the serving certificate"`, `"msg":"Injected the sidecar"`, `"msg":"Shutting down"`} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("logs do not contain %s:\n%s", want, stderr.String())
+		}
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// writeCertificate writes tls.crt and tls.key for 127.0.0.1 into dir and
+// returns a pool with their CA.
+func writeCertificate(t *testing.T, dir string) *x509.CertPool {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kong-metrics-injector"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, block := range map[string]*pem.Block{"tls.crt": {Type: "CERTIFICATE", Bytes: der}, "tls.key": {Type: "PRIVATE KEY", Bytes: keyDER}} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return pool
+}

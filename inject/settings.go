@@ -1,0 +1,107 @@
+package inject
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"regexp"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/config"
+)
+
+// EnvPrefix is the prefix of every injector setting.
+const EnvPrefix = "INJECTOR_"
+
+// Settings are the injector's settings, read from INJECTOR_* variables.
+type Settings struct {
+	ListenAddr       string           `env:"LISTEN_ADDR" envDefault:":9443" help:"HTTPS address of POST /mutate, /healthz and /readyz"`
+	TLSCertFile      string           `env:"TLS_CERT_FILE" envDefault:"/etc/kong-metrics-injector/tls/tls.crt" help:"serving certificate (PEM, chain allowed); reloaded when it changes"`
+	TLSKeyFile       string           `env:"TLS_KEY_FILE" envDefault:"/etc/kong-metrics-injector/tls/tls.key" help:"private key of the serving certificate (PEM); reloaded when it changes"`
+	MetricsAddr      string           `env:"METRICS_ADDR" envDefault:":9090" help:"plain-HTTP address of the injector's own /metrics"`
+	SidecarImage     string           `env:"SIDECAR_IMAGE" help:"image of the injected sidecar (required)"`
+	SidecarMode      Mode             `env:"SIDECAR_MODE" envDefault:"native" help:"native (an init container with restartPolicy: Always, Kubernetes >= 1.29) or container (a regular container)"`
+	DefaultConfigMap string           `env:"DEFAULT_CONFIGMAP" envDefault:"kong-metrics-sidecar" help:"ConfigMap holding config.yaml, when a pod has no kong-metrics-sidecar.io/config annotation"`
+	LogLevel         slog.Level       `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+	LogFormat        config.LogFormat `env:"LOG_FORMAT" envDefault:"json" help:"json or text"`
+}
+
+// LoadSettings reads the injector's settings from environ ("KEY=value"
+// pairs). A variable set to "" takes its default. The error lists every
+// problem, one a line, each naming the variable.
+func LoadSettings(environ []string) (Settings, error) {
+	s, err := config.ParseEnv[Settings](EnvPrefix, environ)
+	errs := []error{err}
+	for _, a := range []struct{ name, value string }{{"LISTEN_ADDR", s.ListenAddr}, {"METRICS_ADDR", s.MetricsAddr}} {
+		if err := checkListenAddr(a.value); err != nil {
+			errs = append(errs, fmt.Errorf("%s%s=%q: %w", EnvPrefix, a.name, a.value, err))
+		}
+	}
+	if s.SidecarImage == "" {
+		errs = append(errs, fmt.Errorf("%sSIDECAR_IMAGE: required, the image of the sidecar (for example ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:v1.0.0)", EnvPrefix))
+	} else if !imageReference.MatchString(s.SidecarImage) {
+		errs = append(errs, fmt.Errorf("%sSIDECAR_IMAGE=%q: not an image reference such as registry.example.com/team/name:tag or name@sha256:<digest>", EnvPrefix, s.SidecarImage))
+	}
+	if len(validation.IsDNS1123Subdomain(s.DefaultConfigMap)) > 0 {
+		errs = append(errs, fmt.Errorf("%sDEFAULT_CONFIGMAP=%q: not a ConfigMap name (lower-case letters, digits, '-' and '.', at most 253)", EnvPrefix, s.DefaultConfigMap))
+	}
+	return s, errors.Join(errs...)
+}
+
+// checkListenAddr accepts what net.Listen("tcp", addr) accepts for a
+// listener: an optional host and a numeric port.
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want [host]:port: %w", err)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+// imageReference is the grammar of github.com/distribution/reference:
+// [domain[:port]/]path[:tag][@digest], with lower-case path components.
+var imageReference = regexp.MustCompile(`^` +
+	`(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?/)?` + // domain
+	`[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*` + // path
+	`(?::[\w][\w.-]{0,127})?` + // tag
+	`(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?` + // digest
+	`$`)
+
+// Mode is how the sidecar is added to a pod.
+type Mode string
+
+// The sidecar modes.
+const (
+	// ModeNative adds an init container with restartPolicy: Always, a
+	// native sidecar (Kubernetes 1.29 and later): it starts before Kong's
+	// containers and does not keep a Job-like pod from completing.
+	ModeNative Mode = "native"
+	// ModeContainer adds a regular container, for older clusters.
+	ModeContainer Mode = "container"
+)
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (m *Mode) UnmarshalText(text []byte) error {
+	switch s := Mode(text); s {
+	case ModeNative, ModeContainer:
+		*m = s
+		return nil
+	default:
+		return fmt.Errorf("want native or container, not %q", s)
+	}
+}
+
+func isDigits(s string) bool {
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
+}

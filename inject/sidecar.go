@@ -1,0 +1,120 @@
+package inject
+
+import (
+	"fmt"
+	"path"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// The sidecar's default resources: small, because it holds one scrape of
+// Kong's /metrics at a time. There is no CPU limit, so that a large scrape
+// is slow rather than throttled into a timeout.
+var resourceAnnotations = []struct {
+	annotation string
+	resource   corev1.ResourceName
+	limit      bool
+	def        string
+}{
+	{AnnotationCPURequest, corev1.ResourceCPU, false, "10m"},
+	{AnnotationMemoryRequest, corev1.ResourceMemory, false, "32Mi"},
+	{AnnotationMemoryLimit, corev1.ResourceMemory, true, "128Mi"},
+}
+
+// sidecarResources returns the sidecar's resources: the defaults, each
+// overridden by its annotation. Problems name the annotation.
+func sidecarResources(annotations map[string]string) (corev1.ResourceRequirements, []string) {
+	r := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
+	var problems []string
+	for _, a := range resourceAnnotations {
+		q := resource.MustParse(a.def)
+		if v, ok := annotations[a.annotation]; ok {
+			parsed, err := resource.ParseQuantity(v)
+			switch {
+			case err != nil:
+				problems = append(problems, fmt.Sprintf("annotation %s=%s is not a quantity such as %s", a.annotation, clip(v), a.def))
+				continue
+			case parsed.Sign() <= 0:
+				problems = append(problems, fmt.Sprintf("annotation %s=%s must be more than zero", a.annotation, clip(v)))
+				continue
+			}
+			q = parsed
+		}
+		if a.limit {
+			r.Limits[a.resource] = q
+		} else {
+			r.Requests[a.resource] = q
+		}
+	}
+	req, reqOK := r.Requests[corev1.ResourceMemory]
+	limit, limitOK := r.Limits[corev1.ResourceMemory]
+	if reqOK && limitOK && req.Cmp(limit) > 0 && len(problems) == 0 {
+		// The API server would reject the pod; say which annotation to set.
+		problems = append(problems, fmt.Sprintf("memory request %s is more than memory limit %s; set annotations %s and %s together",
+			req.String(), limit.String(), AnnotationMemoryRequest, AnnotationMemoryLimit))
+	}
+	return r, problems
+}
+
+// sidecarContainer is the injected container.
+func sidecarContainer(cfg Config, target statusTarget, resources corev1.ResourceRequirements) corev1.Container {
+	c := corev1.Container{
+		Name:  ContainerName,
+		Image: cfg.Image,
+		Env: []corev1.EnvVar{
+			{Name: "SIDECAR_UPSTREAM_URL", Value: target.upstreamURL()},
+			{Name: "SIDECAR_CONFIG_FILE", Value: path.Join(ConfigDir, ConfigKey)},
+		},
+		Ports: []corev1.ContainerPort{
+			{Name: SidecarPortName, ContainerPort: SidecarPort, Protocol: corev1.ProtocolTCP},
+		},
+		Resources: resources,
+		// A directory mount, never subPath: the kubelet updates a
+		// ConfigMap directory in place but never a subPath file.
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: VolumeName, MountPath: ConfigDir, ReadOnly: true},
+		},
+		// A liveness probe only. A readiness probe would let the sidecar
+		// take the Kong pod out of its Services' endpoints.
+		LivenessProbe: &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path:   "/healthz",
+				Port:   intstr.FromString(SidecarPortName),
+				Scheme: corev1.URISchemeHTTP,
+			}},
+			InitialDelaySeconds: 5,
+			PeriodSeconds:       10,
+			TimeoutSeconds:      2,
+			SuccessThreshold:    1,
+			FailureThreshold:    3,
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             new(true),
+			RunAsUser:                new(int64(SidecarUID)),
+			ReadOnlyRootFilesystem:   new(true),
+			AllowPrivilegeEscalation: new(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+	}
+	if cfg.Mode == ModeNative {
+		c.RestartPolicy = new(corev1.ContainerRestartPolicyAlways)
+	}
+	return c
+}
+
+// configVolume is the sidecar's ConfigMap volume. It is optional so that a
+// missing ConfigMap leaves the sidecar without its file rather than the
+// whole Kong pod stuck in ContainerCreating.
+func configVolume(configMap string) corev1.Volume {
+	return corev1.Volume{
+		Name: VolumeName,
+		VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: configMap},
+			Optional:             new(true),
+		}},
+	}
+}
