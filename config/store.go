@@ -87,6 +87,21 @@ func (s *Store) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	data, err := os.ReadFile(s.path)
+	return s.apply(data, err)
+}
+
+// ReloadData is Reload for content the caller has already read: data and
+// readErr are what reading Path returned. The Watcher uses it so that the
+// bytes it saw stay the same across its settle check are exactly the bytes
+// validated and used.
+func (s *Store) ReloadData(data []byte, readErr error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.apply(data, readErr)
+}
+
+// apply does Reload's work once the file was read; s.mu must be held.
+func (s *Store) apply(data []byte, err error) error {
 	if err != nil {
 		err = fmt.Errorf("reading extension file: %w", err)
 		s.failed(err, "missing:"+err.Error())
@@ -126,10 +141,10 @@ func (s *Store) Reload() error {
 
 func (s *Store) failed(err error, key string) {
 	s.lastSuccessful.Set(0)
-	s.reloads.WithLabelValues("failure").Inc()
 	if key == s.badHash {
-		return
+		return // the same bad content again: counted and logged already
 	}
+	s.reloads.WithLabelValues("failure").Inc()
 	s.badHash = key
 	s.logger.Error("extension file rejected; keeping the configuration in use", "path", s.path, "err", err)
 }

@@ -32,6 +32,10 @@ import (
 
 const program = "kong-metrics-sidecar"
 
+// maxConcurrentScrapes caps scrapes served at once; they share one fetch
+// of Kong, so a handful of Prometheus replicas never come near it.
+const maxConcurrentScrapes = 32
+
 // shutdownGrace bounds how long in-flight scrapes may take after SIGTERM.
 const shutdownGrace = 10 * time.Second
 
@@ -90,7 +94,7 @@ func serve(settings config.Settings, logger *slog.Logger) error {
 		Logger:           logger,
 	})
 	srv := &http.Server{
-		Handler:           proxy.NewMux(handler),
+		Handler:           proxy.NewMux(proxy.LimitConcurrency(handler, maxConcurrentScrapes)),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      settings.ScrapeTimeout + 10*time.Second,
@@ -107,12 +111,21 @@ func serve(settings config.Settings, logger *slog.Logger) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	reloads := make(chan os.Signal, 1)
-	signal.Notify(reloads, syscall.SIGHUP)
-	defer signal.Stop(reloads)
+	// One goroutine does every reload: file events, the poll and SIGHUP.
+	watcher := config.NewWatcher(store, config.WatchOptions{PollInterval: settings.ConfigPollInterval, Logger: logger})
+	go watcher.Run(ctx)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	go func() {
-		for range reloads {
-			_ = store.Reload()
+		for {
+			select {
+			case <-hup:
+				logger.Info("SIGHUP: reloading the extension file", "path", settings.ConfigFile)
+				_ = watcher.Reload(ctx) // the store logs a rejection
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 
