@@ -21,6 +21,7 @@ type Settings struct {
 	ConfigPollInterval time.Duration `env:"CONFIG_POLL_INTERVAL" envDefault:"30s" help:"how often the extension file is re-read as a fallback for missed file events"`
 	ScrapeTimeout      time.Duration `env:"SCRAPE_TIMEOUT" envDefault:"10s" help:"upper bound for one upstream fetch; a smaller X-Prometheus-Scrape-Timeout-Seconds (less a margin) wins"`
 	MaxUpstreamBytes   ByteSize      `env:"MAX_UPSTREAM_BYTES" envDefault:"1GiB" help:"a larger upstream body is an upstream failure"`
+	WebConfigFile      string        `env:"WEB_CONFIG_FILE" envDefault:"" help:"exporter-toolkit web configuration file: TLS and basic auth for the sidecar's endpoints (empty: plain HTTP)"`
 	LogLevel           slog.Level    `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	LogFormat          LogFormat     `env:"LOG_FORMAT" envDefault:"json" help:"json or text"`
 }

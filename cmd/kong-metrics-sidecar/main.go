@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/config"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
@@ -102,6 +103,9 @@ func serve(settings config.Settings, logger *slog.Logger) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	if err := web.Validate(settings.WebConfigFile); err != nil {
+		return fmt.Errorf("web configuration file %s: %w", settings.WebConfigFile, err)
+	}
 	ln, err := net.Listen("tcp", settings.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", settings.ListenAddr, err)
@@ -129,8 +133,17 @@ func serve(settings config.Settings, logger *slog.Logger) error {
 		}
 	}()
 
+	// TLS and basic auth, when the web configuration file asks for them,
+	// the Prometheus ecosystem's way: certificates are re-read on each new
+	// connection, so rotated ones are picked up.
+	noSystemd := false
+	webFlags := &web.FlagConfig{
+		WebListenAddresses: &[]string{settings.ListenAddr},
+		WebSystemdSocket:   &noSystemd,
+		WebConfigFile:      &settings.WebConfigFile,
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- web.Serve(ln, srv, webFlags, logger) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving: %w", err)

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+)
+
+// testCA issues certificates for 127.0.0.1.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+// issue writes a serving certificate for 127.0.0.1 with the given serial.
+func (ca *testCA) issue(t *testing.T, certFile, keyFile string, serial int64) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "sidecar"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Write to temporary names and rename, as a certificate manager would.
+	for file, block := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "EC PRIVATE KEY", Bytes: keyDER}} {
+		if err := os.WriteFile(file+".tmp", pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".tmp", file); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestWebConfig: SIDECAR_WEB_CONFIG_FILE turns on TLS and basic auth through
+// exporter-toolkit; rotated certificates are served without a restart.
+func TestWebConfig(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	ca.issue(t, certFile, keyFile, 100)
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webConfig := filepath.Join(dir, "web.yml")
+	if err := os.WriteFile(webConfig, fmt.Appendf(nil, "tls_server_config:\n  cert_file: %s\n  key_file: %s\nbasic_auth_users:\n  prometheus: %s\n", certFile, keyFile, hash), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := buildSidecar(t)
+	addr, err := harness.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := harness.Start("sidecar", bin, nil, []string{
+		"SIDECAR_LISTEN_ADDR=" + addr, "SIDECAR_WEB_CONFIG_FILE=" + webConfig,
+		"SIDECAR_CONFIG_FILE=" + filepath.Join(dir, "absent.yaml"), "SIDECAR_UPSTREAM_URL=http://127.0.0.1:1/metrics",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(5 * time.Second)
+
+	var served *x509.Certificate
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true, // a new connection, and so a new handshake, per request
+		TLSClientConfig: &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS12,
+			VerifyConnection: func(cs tls.ConnectionState) error { served = cs.PeerCertificates[0]; return nil }},
+	}}
+	get := func(user, pass string) (int, string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/metrics", nil)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body), nil
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body, err := get("prometheus", "s3cret")
+		if err == nil && code == http.StatusOK {
+			if !strings.Contains(body, "kong_metrics_sidecar_upstream_up 0") {
+				t.Errorf("HTTPS scrape lacks the sidecar's metrics:\n%s", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) || p.Exited() {
+			t.Fatalf("no HTTPS answer: %d %v\n%s", code, err, p.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if served.SerialNumber.Int64() != 100 {
+		t.Errorf("served certificate serial %v, want 100", served.SerialNumber)
+	}
+	if code, _, err := get("prometheus", "wrong"); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("wrong password: %d %v, want 401", code, err)
+	}
+	if code, _, err := get("", ""); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("no credentials: %d %v, want 401", code, err)
+	}
+	// Plain HTTP is refused.
+	if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("plain HTTP served metrics: %s", body)
+		}
+	}
+
+	// Rotate the certificate on disk: new connections get the new one.
+	ca.issue(t, certFile, keyFile, 200)
+	if code, _, err := get("prometheus", "s3cret"); err != nil || code != http.StatusOK {
+		t.Fatalf("after rotation: %d %v", code, err)
+	}
+	if served.SerialNumber.Int64() != 200 {
+		t.Errorf("after rotation the served serial is %v, want 200", served.SerialNumber)
+	}
+}
+
+func TestWebConfigInvalid(t *testing.T) {
+	dir := t.TempDir()
+	webConfig := filepath.Join(dir, "web.yml")
+	if err := os.WriteFile(webConfig, []byte("tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: /nonexistent.key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(nil, []string{"SIDECAR_WEB_CONFIG_FILE=" + webConfig, "SIDECAR_LISTEN_ADDR=127.0.0.1:0", "SIDECAR_CONFIG_FILE=" + filepath.Join(dir, "c.yaml")}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "web configuration file") {
+		t.Errorf("exit %d, stderr %s; want 1 and a message naming the web configuration file", code, &stderr)
+	}
+}
