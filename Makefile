@@ -8,7 +8,7 @@ LDFLAGS  := -s -w -X $(PKG)/version.Version=$(VERSION) -X $(PKG)/version.Revisio
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 FUZZTIME ?= 10s
 
-.PHONY: all build demo test test-unit fuzz-short fuzz vet tidy-check deps bench clean
+.PHONY: all build demo test test-unit fuzz-short fuzz soak vet tidy-check deps bench clean
 
 all: build
 
@@ -52,6 +52,10 @@ fuzz-short:
 
 fuzz:
 	$(MAKE) fuzz-short FUZZTIME=5m
+
+# The soak test for ten minutes (make test runs it for 60 s).
+soak:
+	SOAK_DURATION=10m $(GO) test -race -count=1 -timeout 30m -run TestSoak -v ./integration
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
