@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -170,4 +172,100 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestServerSurface: a slowloris client is cut off by the header timeout
+// without holding up others, a huge header is refused, and a request body
+// is ignored.
+func TestServerSurface(t *testing.T) {
+	bin := buildSidecar(t)
+	addr, err := harness.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := harness.Start("sidecar", bin, nil, []string{
+		"SIDECAR_LISTEN_ADDR=" + addr,
+		"SIDECAR_CONFIG_FILE=" + filepath.Join(t.TempDir(), "absent.yaml"),
+		"SIDECAR_UPSTREAM_URL=http://127.0.0.1:1/metrics",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(5 * time.Second)
+	if err := harness.WaitHTTP("http://"+addr+"/healthz", p, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	// Slowloris: a request line and one header byte at a time, never finished.
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := io.WriteString(conn, "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: "); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan time.Duration, 1)
+	go func() {
+		for {
+			if _, err := conn.Write([]byte("a")); err != nil {
+				closed <- time.Since(start)
+				return
+			}
+			buf := make([]byte, 1)
+			conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			if _, err := conn.Read(buf); err != nil && !isTimeout(err) {
+				closed <- time.Since(start)
+				return
+			}
+		}
+	}()
+	// Others are served meanwhile.
+	if _, err := harness.Get(context.Background(), "http://"+addr+"/metrics"); err != nil {
+		t.Errorf("a scrape during the slowloris: %v", err)
+	}
+	select {
+	case d := <-closed:
+		if d > 8*time.Second {
+			t.Errorf("slowloris connection held for %s", d)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the slowloris connection is still open after 15 s")
+	}
+
+	// A header over the limit is refused.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+	req.Header.Set("X-Big", strings.Repeat("b", 256<<10))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("a 256 KiB header: %s, want 431", resp.Status)
+		}
+	}
+
+	// A GET with a body is answered as any GET; the body is not read.
+	resp, err := http.Post("http://"+addr+"/metrics", "text/plain", strings.NewReader("ignored"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /metrics: %s, want 405", resp.Status)
+	}
+	req, _ = http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", strings.NewReader(strings.Repeat("x", 64<<10)))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("kong_metrics_sidecar_upstream_up 0")) {
+		t.Errorf("GET with a body: %s\n%s", resp.Status, body)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
