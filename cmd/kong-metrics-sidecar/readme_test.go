@@ -1,0 +1,33 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/config"
+)
+
+// TestREADMEListsEverySetting keeps the README's settings table true to the code.
+func TestREADMEListsEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range config.Variables[config.Settings](config.EnvPrefix) {
+		row := "| `" + v.Name + "` | "
+		if !strings.Contains(string(readme), row) {
+			t.Errorf("README.md has no settings row for %s", v.Name)
+			continue
+		}
+		_, rest, _ := strings.Cut(string(readme), row)
+		def, _, _ := strings.Cut(rest, " |")
+		want := "`" + v.Default + "`"
+		if v.Default == "" {
+			want = "empty"
+		}
+		if def != want {
+			t.Errorf("README.md gives %s the default %s, the code %s", v.Name, def, want)
+		}
+	}
+}
