@@ -22,7 +22,7 @@ demo: build
 
 # Everything: vet, tidy check, every test under -race (the real-Prometheus
 # test included) and a short fuzz run of each fuzz target.
-test: deps vet tidy-check test-unit fuzz-short
+test: deps vet tidy-check test-unit fuzz-short test-manifests
 
 deps:
 	bash scripts/install-deps.sh
@@ -62,3 +62,31 @@ bench:
 
 clean:
 	rm -rf bin
+
+.PHONY: test-manifests image
+
+# The Kubernetes manifests: kustomize build of every kustomization under
+# manifests/, strict decoding into the Go types, the tutorial's text. A
+# module of its own (manifests/test), so that kustomize, prometheus-operator
+# and cert-manager stay out of go.mod.
+test-manifests:
+	cd manifests/test && $(GO) test -count=1 ./...
+
+# The image (both binaries), with docker or podman, whichever has a working
+# engine. Set IMAGE to change the name; VERSION and REVISION are stamped.
+IMAGE ?= ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:$(VERSION)
+
+image:
+	@engine=""; tried=""; \
+	for e in docker podman; do \
+		if ! command -v $$e >/dev/null 2>&1; then tried="$$tried\n  $$e: not installed"; continue; fi; \
+		if err=$$($$e info 2>&1 >/dev/null); then engine=$$e; break; fi; \
+		tried="$$tried\n  $$e: installed, but '$$e info' fails: $$(printf '%s' "$$err" | tail -n 1)"; \
+	done; \
+	if [ -z "$$engine" ]; then \
+		printf 'make image: no container engine that can build here:%b\n' "$$tried" >&2; \
+		printf 'Start the Docker daemon (or install podman) and run make image again.\n' >&2; \
+		exit 1; \
+	fi; \
+	echo "make image: building $(IMAGE) with $$engine"; \
+	$$engine build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) .
