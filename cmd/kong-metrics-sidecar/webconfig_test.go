@@ -2,17 +2,10 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -25,62 +18,15 @@ import (
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 )
 
-// testCA issues certificates for 127.0.0.1.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
 // issue writes a serving certificate for 127.0.0.1 with the given serial.
-func (ca *testCA) issue(t *testing.T, certFile, keyFile string, serial int64) {
+func issue(t *testing.T, ca *harness.CA, certFile, keyFile string, serial int64) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certPEM, keyPEM, err := ca.Issue(serial, time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "sidecar"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
+	if err := harness.WritePair(certFile, keyFile, certPEM, keyPEM); err != nil {
 		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Write to temporary names and rename, as a certificate manager would.
-	for file, block := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "EC PRIVATE KEY", Bytes: keyDER}} {
-		if err := os.WriteFile(file+".tmp", pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(file+".tmp", file); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 
@@ -88,9 +34,12 @@ func (ca *testCA) issue(t *testing.T, certFile, keyFile string, serial int64) {
 // exporter-toolkit; rotated certificates are served without a restart.
 func TestWebConfig(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t)
+	ca, err := harness.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	ca.issue(t, certFile, keyFile, 100)
+	issue(t, ca, certFile, keyFile, 100)
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +65,7 @@ func TestWebConfig(t *testing.T) {
 	var served *x509.Certificate
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DisableKeepAlives: true, // a new connection, and so a new handshake, per request
-		TLSClientConfig: &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS12,
+		TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12,
 			VerifyConnection: func(cs tls.ConnectionState) error { served = cs.PeerCertificates[0]; return nil }},
 	}}
 	get := func(user, pass string) (int, string, error) {
@@ -165,7 +114,7 @@ func TestWebConfig(t *testing.T) {
 	}
 
 	// Rotate the certificate on disk: new connections get the new one.
-	ca.issue(t, certFile, keyFile, 200)
+	issue(t, ca, certFile, keyFile, 200)
 	if code, _, err := get("prometheus", "s3cret"); err != nil || code != http.StatusOK {
 		t.Fatalf("after rotation: %d %v", code, err)
 	}
