@@ -32,7 +32,7 @@ const tutorialSeriesQuery = `{__name__=~"^kong_upstream_latency_ms_(sum|count)",
 func TestTutorialRuleWithPrometheus(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	stack := startStack(t, tutorialConfig)
+	stack := startStack(t, harness.TutorialExtension)
 
 	trafficCtx, stopTraffic := context.WithCancel(ctx)
 	var trafficWG sync.WaitGroup
@@ -142,20 +142,6 @@ scrape_configs:
       endpoint: sidecar-metrics
 `, honorLabels, target)
 }
-
-// tutorialConfig is the DataPlaneMetricsExtension of Kong's tutorial.
-const tutorialConfig = `kind: DataPlaneMetricsExtension
-apiVersion: gateway-operator.konghq.com/v1alpha1
-metadata:
-  name: kong
-  namespace: kong
-spec:
-  serviceSelector:
-    matchNames:
-    - name: command
-  config:
-    latency: true
-`
 
 // stack is a Kong simulator with the sidecar in front of it.
 type stack struct {

@@ -29,19 +29,8 @@ const maxReloadLatency = 2 * time.Second
 
 // Extension files selecting kong/command or default/billing.
 const (
-	extCommandLatency = `kind: DataPlaneMetricsExtension
-apiVersion: gateway-operator.konghq.com/v1alpha1
-metadata:
-  name: kong
-  namespace: kong
-spec:
-  serviceSelector:
-    matchNames:
-    - name: command
-  config:
-    latency: true
-`
-	extBillingStatus = `kind: DataPlaneMetricsExtension
+	extCommandLatency = harness.TutorialExtension
+	extBillingStatus  = `kind: DataPlaneMetricsExtension
 apiVersion: gateway-operator.konghq.com/v1alpha1
 metadata:
   name: billing

@@ -21,6 +21,21 @@ import (
 	"time"
 )
 
+// TutorialExtension is the DataPlaneMetricsExtension of Kong's tutorial
+// "Autoscale workloads with Prometheus": latency for Service kong/command.
+const TutorialExtension = `kind: DataPlaneMetricsExtension
+apiVersion: gateway-operator.konghq.com/v1alpha1
+metadata:
+  name: kong
+  namespace: kong
+spec:
+  serviceSelector:
+    matchNames:
+    - name: command
+  config:
+    latency: true
+`
+
 // RepoRoot returns the repository's top directory, found from this file.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)

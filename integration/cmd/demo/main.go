@@ -22,18 +22,7 @@ import (
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 )
 
-const extension = `kind: DataPlaneMetricsExtension
-apiVersion: gateway-operator.konghq.com/v1alpha1
-metadata:
-  name: kong
-  namespace: kong
-spec:
-  serviceSelector:
-    matchNames:
-    - name: command
-  config:
-    latency: true
-`
+const extension = harness.TutorialExtension
 
 func main() { os.Exit(run()) }
 
