@@ -22,7 +22,7 @@ demo: build
 
 # Everything: vet, tidy check, every test under -race (the real-Prometheus
 # test included) and a short fuzz run of each fuzz target.
-test: deps vet tidy-check test-unit fuzz-short test-manifests
+test: deps vet tidy-check test-unit fuzz-short test-manifests e2e
 
 deps:
 	bash scripts/install-deps.sh
@@ -57,8 +57,16 @@ fuzz:
 soak:
 	SOAK_DURATION=10m $(GO) test -race -count=1 -timeout 30m -run TestSoak -v ./integration
 
+# Every benchmark, each beside its baselines (the peer design, a bare scan,
+# a plain GET) in the same run, then the load test of the sidecar as a
+# process (10,000-route page); bin/bench-report.md sums up MB/s, ratios,
+# allocations and memory, as docs/performance.md quotes them.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@mkdir -p bin
+	$(GO) test -run '^$$' -bench . -benchmem ./... > bin/bench.txt; status=$$?; cat bin/bench.txt; exit $$status
+	$(GO) run ./integration/loadtest/cmd/benchreport < bin/bench.txt > bin/bench-report.md
+	$(GO) run ./integration/loadtest/cmd/loadtest -routes 10000 >> bin/bench-report.md
+	@cat bin/bench-report.md
 
 clean:
 	rm -rf bin
@@ -90,3 +98,11 @@ image:
 	fi; \
 	echo "make image: building $(IMAGE) with $$engine"; \
 	$$engine build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) .
+
+# The end-to-end test on a real control plane (integration/e2e/README.md):
+# builds the third-party servers into a cache on first use, then runs Kong's
+# autoscaling tutorial against them.
+.PHONY: e2e
+e2e:
+	bins="$$(bash scripts/build-e2e-bins.sh)" && set -a && eval "$$bins" && set +a && \
+		cd integration/e2e && $(GO) test -count=1 -v -timeout 15m ./...

@@ -21,6 +21,7 @@ type Settings struct {
 	ConfigPollInterval time.Duration `env:"CONFIG_POLL_INTERVAL" envDefault:"30s" help:"how often the extension file is re-read as a fallback for missed file events"`
 	ScrapeTimeout      time.Duration `env:"SCRAPE_TIMEOUT" envDefault:"10s" help:"upper bound for one upstream fetch; a smaller X-Prometheus-Scrape-Timeout-Seconds (less a margin) wins"`
 	MaxUpstreamBytes   ByteSize      `env:"MAX_UPSTREAM_BYTES" envDefault:"1GiB" help:"a larger upstream body is an upstream failure"`
+	MinFetchInterval   time.Duration `env:"MIN_FETCH_INTERVAL" envDefault:"0s" help:"scrapes within this long of a successful fetch's start are answered from it instead of fetching Kong again; 0 fetches for every scrape"`
 	WebConfigFile      string        `env:"WEB_CONFIG_FILE" envDefault:"" help:"exporter-toolkit web configuration file: TLS and basic auth for the sidecar's endpoints (empty: plain HTTP)"`
 	LogLevel           slog.Level    `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	LogFormat          LogFormat     `env:"LOG_FORMAT" envDefault:"json" help:"json or text"`
@@ -37,6 +38,9 @@ func LoadSettings(environ []string) (Settings, error) {
 	}
 	if s.ConfigPollInterval <= 0 {
 		return s, fmt.Errorf("%sCONFIG_POLL_INTERVAL=%s: must be positive", EnvPrefix, s.ConfigPollInterval)
+	}
+	if s.MinFetchInterval < 0 {
+		return s, fmt.Errorf("%sMIN_FETCH_INTERVAL=%s: must not be negative", EnvPrefix, s.MinFetchInterval)
 	}
 	if s.MaxUpstreamBytes <= 0 {
 		return s, fmt.Errorf("%sMAX_UPSTREAM_BYTES=%d: must be positive", EnvPrefix, s.MaxUpstreamBytes)

@@ -5,16 +5,20 @@ package proxy
 
 import (
 	"bufio"
-	"compress/gzip"
+	"bytes"
 	"context"
+	"encoding/binary"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/klauspost/compress/flate"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"golang.org/x/sync/singleflight"
@@ -47,6 +51,11 @@ type Options struct {
 	Registry *prometheus.Registry
 	// Logger logs failed fetches.
 	Logger *slog.Logger
+	// MinFetchInterval lets the scrapes that come within this long of the
+	// start of a successful fetch share its result instead of fetching
+	// again, for the same configuration; 0 fetches for every scrape.
+	// Concurrent scrapes share one fetch either way.
+	MinFetchInterval time.Duration
 }
 
 // Handler serves /metrics. It is safe for concurrent use.
@@ -59,10 +68,14 @@ type Handler struct {
 	gatherer    prometheus.Gatherer
 	logger      *slog.Logger
 	metrics     *metrics
+	minFetch    time.Duration
+	plainLimit  int // rewrites longer than this are held compressed (the constant; tests lower it)
 
-	fetches singleflight.Group // Concurrent scrapes share one fetch.
-	readers sync.Pool          // of *bufio.Reader
-	gzips   sync.Pool          // of *gzip.Writer
+	fetches singleflight.Group     // Concurrent scrapes share one fetch.
+	last    atomic.Pointer[result] // The last fetch's result while MinFetchInterval is on; nil after a failure.
+	readers sync.Pool              // of *bufio.Reader
+	flates  sync.Pool              // of *flate.Writer
+	buffers sync.Pool              // of *bytes.Buffer, for the sidecar's own metrics
 }
 
 // NewHandler returns a Handler for o.
@@ -74,6 +87,7 @@ func NewHandler(o Options) *Handler {
 			DisableCompression:  true,
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     90 * time.Second,
+			ReadBufferSize:      64 << 10, // Kong's page is megabytes: fewer, larger reads
 		}}
 	}
 	return &Handler{
@@ -85,8 +99,11 @@ func NewHandler(o Options) *Handler {
 		gatherer:    o.Registry,
 		logger:      o.Logger,
 		metrics:     newMetrics(o.Registry),
+		minFetch:    o.MinFetchInterval,
+		plainLimit:  plainLimit,
 		readers:     sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }},
-		gzips:       sync.Pool{New: func() any { w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed); return w }},
+		flates:      sync.Pool{New: func() any { w, _ := flate.NewWriter(nil, compressLevel); return w }},
+		buffers:     sync.Pool{New: func() any { return new(bytes.Buffer) }},
 	}
 }
 
@@ -98,26 +115,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	timeout := h.scrapeTimeout(r)
-	rw := h.rewriter()
-	// The fetch outlives the scrape that started it, since others may share
-	// it, but never its timeout. Every scrape shares the fetch under way,
-	// even one that arrives after a configuration change: Kong is never
-	// fetched twice at once, and the answer is still wholly one
-	// configuration's (the one the fetch started with).
-	ch := h.fetches.DoChan("upstream", func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
-		defer cancel()
-		out, _, err := h.fetch(ctx, rw)
-		return out, err
-	})
-	var kong []byte
-	select {
-	case res := <-ch:
-		if res.Err == nil {
-			kong = res.Val.([]byte)
-		}
-	case <-r.Context().Done():
+	kong, ok := h.kong(r)
+	if !ok {
 		return // the scraper is gone
 	}
 
@@ -130,36 +129,117 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Encoding", "gzip")
 	}
 	if r.Method == http.MethodHead {
-		return // before the gzip writer, whose Close would write a body
-	}
-	var out io.Writer = w
-	if gzipped {
-		gz := h.gzips.Get().(*gzip.Writer)
-		gz.Reset(w)
-		defer func() {
-			gz.Close()
-			gz.Reset(nil)
-			h.gzips.Put(gz)
-		}()
-		out = gz
-	}
-	if _, err := out.Write(kong); err != nil {
 		return
 	}
-	h.writeOwnMetrics(out)
+	own := h.ownMetrics()
+	defer h.buffers.Put(own)
+	if gzipped {
+		h.writeGzip(w, kong, own.Bytes())
+		return
+	}
+	if kong != nil && !kong.writePlain(w) {
+		return
+	}
+	_, _ = w.Write(own.Bytes())
 }
 
-func (h *Handler) writeOwnMetrics(w io.Writer) {
+// kong returns the result of a fetch for the scrape r, or nil when Kong
+// could not be read, and false when the scraper went away first.
+func (h *Handler) kong(r *http.Request) (*result, bool) {
+	timeout := h.scrapeTimeout(r)
+	rw := h.rewriter()
+	// Fast path - a fetch recent enough, for the same configuration,
+	// answers without Kong being asked again.
+	if h.minFetch > 0 {
+		if last := h.last.Load(); last != nil && last.rw == rw && time.Since(last.start) < h.minFetch {
+			return last, true
+		}
+	}
+	// The fetch outlives the scrape that started it, since others may share
+	// it, but never its timeout. Every scrape shares the fetch under way,
+	// even one that arrives after a configuration change: Kong is never
+	// fetched twice at once, and the answer is still wholly one
+	// configuration's (the one the fetch started with).
+	ch := h.fetches.DoChan("upstream", func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
+		defer cancel()
+		res, err := h.fetch(ctx, rw)
+		if h.minFetch > 0 {
+			h.last.Store(res) // nil after a failure: a failed fetch is never reused
+		}
+		return res, err
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, true
+		}
+		return res.Val.(*result), true
+	case <-r.Context().Done():
+		return nil, false
+	}
+}
+
+// writePlain writes the result uncompressed and reports whether all of it
+// went out.
+func (r *result) writePlain(w io.Writer) bool {
+	if r.plain != nil || r.deflated == nil {
+		_, err := w.Write(r.plain)
+		return err == nil
+	}
+	// Slow path - a large result is held compressed: inflate it on the way.
+	_, err := io.CopyN(w, flate.NewReader(r.deflated.reader()), r.deflated.size)
+	return err == nil
+}
+
+// gzipHeader starts a gzip member: DEFLATE, no name, no time, unknown OS.
+var gzipHeader = []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255}
+
+// writeGzip writes one gzip member: the result's DEFLATE form, compressed
+// once for every scrape it answers, followed by own compressed now, and
+// the trailer for both.
+func (h *Handler) writeGzip(w io.Writer, kong *result, own []byte) {
+	var d deflated
+	if kong != nil {
+		d = *kong.compressed(h)
+	}
+	if _, err := w.Write(gzipHeader); err != nil {
+		return
+	}
+	for _, c := range d.chunks {
+		if _, err := w.Write(c); err != nil {
+			return
+		}
+	}
+	zw := h.getFlate(w)
+	defer h.putFlate(zw)
+	if _, err := zw.Write(own); err != nil {
+		return
+	}
+	if err := zw.Close(); err != nil {
+		return
+	}
+	var trailer [8]byte
+	binary.LittleEndian.PutUint32(trailer[:4], crc32.Update(d.crc, crc32.IEEETable, own))
+	binary.LittleEndian.PutUint32(trailer[4:], uint32(d.size+int64(len(own)))) // the size modulo 2^32
+	_, _ = w.Write(trailer[:])
+}
+
+// ownMetrics renders the sidecar's own metrics into a pooled buffer.
+func (h *Handler) ownMetrics() *bytes.Buffer {
+	buf := h.buffers.Get().(*bytes.Buffer)
+	buf.Reset()
 	mfs, err := h.gatherer.Gather()
 	if err != nil {
 		h.logger.Error("gathering the sidecar's own metrics", "err", err)
 	}
-	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
+	enc := expfmt.NewEncoder(buf, expfmt.NewFormat(expfmt.TypeTextPlain))
 	for _, mf := range mfs {
 		if err := enc.Encode(mf); err != nil {
-			return
+			break
 		}
 	}
+	return buf
 }
 
 // scrapeTimeout is the configured timeout, or the scraper's own less a

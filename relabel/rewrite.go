@@ -2,9 +2,12 @@ package relabel
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/bits"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -44,14 +47,27 @@ func FamilyNames(f Family) []string {
 	return names
 }
 
+// upstreamFamily is the family whose key is upstream, not service.
+const upstreamFamily = 5
+
 var (
 	familyByName   = map[string]int{} // family name → index into families
 	familyBySeries = map[string]int{} // series name (with _bucket, _sum, _count) → index
+
+	keyPrefix [len(families)]string // `service="` or `upstream="`, by family
+	keyKind   [len(families)]int    // keyService or keyUpstream, by family
 )
 
 func init() {
 	for i, f := range families {
 		familyByName[f.name] = i
+		keyPrefix[i] = f.keyLabel + `="`
+		if f.keyLabel == "upstream" {
+			keyKind[i] = keyUpstream
+		}
+		if (f.keyLabel == "upstream") != (i == upstreamFamily) {
+			panic("BUG: upstreamFamily is not the family keyed by upstream")
+		}
 		if !f.histogram {
 			familyBySeries[f.name] = i
 			continue
@@ -73,7 +89,10 @@ const (
 	DropUnselected
 	// DropUnresolved: the series' Kong service maps to no Kubernetes Service.
 	DropUnresolved
-	// DropMalformed: the line is not valid text exposition format.
+	// DropMalformed: the line is not valid text exposition format. A line
+	// is only checked in full once its family and key say it is kept, so
+	// a malformed line of a dropped Service counts under the reason its
+	// key gives (see reference_test.go for the exact rules).
 	DropMalformed
 	numDropReasons
 )
@@ -106,9 +125,15 @@ type Rewriter struct {
 
 // target is what one Kong service or upstream name resolves to.
 type target struct {
+	key      string // the raw label value
 	resolved bool
 	families Family // kept for the resolved Service
 	labels   []byte // ,kubernetes_namespace="…",…,exported_service="…"
+
+	// next is the target looked up after this one the last time: Kong
+	// writes every family in the same order of services, so it is the
+	// right guess for all but the first run of a page, and spares the map.
+	next atomic.Pointer[target]
 }
 
 const (
@@ -132,9 +157,10 @@ func (rw *Rewriter) target(kind int, raw []byte) *target {
 		return t
 	}
 	t = rw.resolve(kind, unescapeLabelValue(raw))
+	t.key = string(raw)
 	rw.mu.Lock()
 	if len(rw.cache[kind]) < maxCachedTargets {
-		rw.cache[kind][string(raw)] = t
+		rw.cache[kind][t.key] = t
 	}
 	rw.mu.Unlock()
 	return t
@@ -165,20 +191,49 @@ func (rw *Rewriter) resolve(kind int, name string) *target {
 	return &target{resolved: true, families: rw.sel.Services[svc], labels: labels}
 }
 
+// drop reports whether t drops a series of fam, and why.
+func (t *target) drop(fam *family) (DropReason, bool) {
+	switch {
+	case !t.resolved:
+		return DropUnresolved, true
+	case t.families&fam.flag == 0:
+		return DropUnselected, true
+	}
+	return 0, false
+}
+
 // Page rewrites one page, line by line. A Page is not safe for concurrent
 // use; make one per page with NewPage.
+//
+// Kong writes each family's series in one run, sorted, with the service
+// label first, and a histogram's buckets one after another. The Page
+// remembers the last series name, the last key and the last kept line, so
+// that a line like the one before costs a comparison, not a parse.
 type Page struct {
 	rw *Rewriter
 
+	// The last series name and its family (-1: none kept).
+	lastName   []byte
+	lastFamily int
+
 	// The last resolved key, since consecutive lines mostly share it.
 	lastKind   int
-	lastKey    []byte
 	lastTarget *target
+
+	// The run of kept lines under way: the last kept line up to the start
+	// of its last label (the next bucket of a histogram differs only from
+	// there on), and what is known of that part.
+	run       []byte
+	runName   int // where the name ends in run
+	runFamily int
+	runTarget *target
+	runShape  plainShape
+	runOut    []byte // the rewrite of the run's head with the added labels, when the last label is le
 
 	help, typ [len(families)][]byte // # HELP / # TYPE lines waiting for the family's first kept series
 	emitted   [len(families)]bool   // HELP/TYPE written for the family
 
-	labels []labelPair // scratch for the line being rewritten
+	labels []labelPair // scratch for the line being rewritten on the slow path
 	stats  Stats
 }
 
@@ -189,7 +244,7 @@ type labelPair struct {
 
 // NewPage starts a page.
 func (rw *Rewriter) NewPage() *Page {
-	return &Page{rw: rw, lastKind: -1, labels: make([]labelPair, 0, 16)}
+	return &Page{rw: rw, lastFamily: -1, lastKind: -1, labels: make([]labelPair, 0, 16)}
 }
 
 // SkipLine counts a line the caller could not hand over (one too long to
@@ -201,7 +256,7 @@ func (p *Page) Stats() Stats { return p.stats }
 
 // AppendLine appends the rewrite of line (one line of Kong's page, without
 // its '\n') to dst and returns the extended slice. Nothing is appended for
-// a dropped line.
+// a dropped line. AppendLine keeps no reference to line.
 func (p *Page) AppendLine(dst, line []byte) []byte {
 	if n := len(line); n > 0 && line[n-1] == '\r' {
 		line = line[:n-1]
@@ -213,22 +268,322 @@ func (p *Page) AppendLine(dst, line []byte) []byte {
 		p.comment(line)
 		return dst
 	}
-	nameEnd := bytes.IndexAny(line, "{ \t")
-	if nameEnd < 0 {
+	if len(p.run) > 0 {
+		// Fast path - the next line of the run: the name, key and all the
+		// labels but the last are those of a line already checked.
+		if len(line) > len(p.run) && string(line[:len(p.run)]) == string(p.run) {
+			if out, ok := p.appendRun(dst, line); ok {
+				return out
+			}
+		}
+		p.run = p.run[:0]
+	}
+	fi, nameEnd := p.family(line)
+	switch {
+	case nameEnd < 0:
 		p.stats.Dropped[DropMalformed]++
 		return dst
-	}
-	fi, ok := familyBySeries[string(line[:nameEnd])]
-	if !ok {
+	case fi < 0:
 		// Fast path - most of Kong's lines belong to families nobody keeps.
 		p.stats.Dropped[DropFamily]++
 		return dst
-	}
-	fam := &families[fi]
-	if line[nameEnd] != '{' {
+	case line[nameEnd] != '{':
 		p.stats.Dropped[DropUnresolved]++
 		return dst
 	}
+	fam := &families[fi]
+	body := line[nameEnd+1:]
+	// Fast path - Kong writes the key label first, and its value is a plain
+	// name: it decides a drop without the rest of the line being read, and
+	// a kept line in Kong's shape is copied in a few pieces.
+	if key, ascii, ok := leadingKey(body, keyPrefix[fi]); ok {
+		t := p.lookup(keyKind[fi], key)
+		if reason, drop := t.drop(fam); drop {
+			p.stats.Dropped[reason]++
+			return dst
+		}
+		sh := plainShape{last: -1}
+		if fi != upstreamFamily {
+			sh.renames[0], sh.nRenames = 0, 1 // the key label is service
+		}
+		if ascii && sh.parse(body, len(keyPrefix[fi])+len(key)+1) {
+			dst = p.keep(dst, fi)
+			at := len(dst)
+			dst = sh.appendTo(dst, line[:nameEnd+1], body, t.labels)
+			// The rewrite up to the split: all of it but body[split:] and '\n'.
+			p.startRun(line[:nameEnd+1+sh.last], fi, t, sh, dst[at:len(dst)-(len(body)-sh.split)-1])
+			return dst
+		}
+	}
+	// Slow path - anything else: parse the labels in full.
+	return p.appendParsed(dst, line, nameEnd, fi)
+}
+
+// startRun remembers a kept line, up to the start of its last label, as
+// the head of a run; out is its rewrite up to the split.
+func (p *Page) startRun(head []byte, fi int, t *target, sh plainShape, out []byte) {
+	if sh.last <= 0 {
+		return // no label after the key
+	}
+	p.run = append(p.run[:0], head...)
+	p.runName, p.runFamily, p.runTarget = bytes.IndexByte(head, '{'), fi, t
+	// Keep what lies in the head.
+	p.runShape = plainShape{last: -1}
+	for _, at := range sh.renames[:sh.nRenames] {
+		if at < sh.last {
+			p.runShape.renames[p.runShape.nRenames] = at
+			p.runShape.nRenames++
+		}
+	}
+	// When the last label is le, the added labels go just before it, and
+	// every line of the run starts as this one did up to there.
+	p.runOut = p.runOut[:0]
+	if sh.split == sh.last-1 {
+		p.runOut = append(p.runOut, out...)
+	}
+}
+
+// appendRun writes a line that starts with the run's head, when the rest
+// of it has Kong's shape too.
+func (p *Page) appendRun(dst, line []byte) ([]byte, bool) {
+	nameEnd := p.runName
+	body := line[nameEnd+1:]
+	headEnd := len(p.run) - nameEnd - 1 // the head ends with the comma before the last label
+	if len(p.runOut) > 0 && bytes.HasPrefix(body[headEnd:], []byte(`le="`)) {
+		// Fast path - the next bucket: the run's rewritten head and added
+		// labels, then this line's le and sample.
+		v := body[headEnd+len(`le="`):]
+		end, flags := scanValue(v)
+		if end >= 0 && flags == 0 && end+1 < len(v) && v[end+1] == '}' && validSampleValue(v[end+2:]) {
+			dst = p.keep(dst, p.runFamily)
+			dst = append(dst, p.runOut...)
+			dst = append(dst, body[headEnd-1:]...)
+			return append(dst, '\n'), true
+		}
+	}
+	sh := p.runShape
+	if !sh.parse(body, headEnd-1) {
+		return dst, false
+	}
+	dst = p.keep(dst, p.runFamily)
+	return sh.appendTo(dst, line[:nameEnd+1], body, p.runTarget.labels), true
+}
+
+// family returns the index of the family of line's series name (-1 when no
+// flag keeps it) and where the name ends (-1 when nothing does).
+func (p *Page) family(line []byte) (fi, nameEnd int) {
+	// Fast path - the same name as the line before.
+	if n := len(p.lastName); n < len(line) && isNameEnd(line[n]) && string(line[:n]) == string(p.lastName) {
+		return p.lastFamily, n
+	}
+	nameEnd = bytes.IndexAny(line, "{ \t")
+	if nameEnd < 0 {
+		return -1, -1
+	}
+	fi, ok := familyBySeries[string(line[:nameEnd])]
+	if !ok {
+		fi = -1
+	}
+	p.lastName, p.lastFamily = append(p.lastName[:0], line[:nameEnd]...), fi
+	return fi, nameEnd
+}
+
+func isNameEnd(c byte) bool { return c == '{' || c == ' ' || c == '\t' }
+
+// leadingKey returns the value of the label that prefix (`service="`)
+// starts body with, when that value holds no backslash, and whether the
+// value is printable ASCII.
+func leadingKey(body []byte, prefix string) (key []byte, ascii, ok bool) {
+	if len(body) < len(prefix) || string(body[:len(prefix)]) != prefix {
+		return nil, false, false
+	}
+	v := body[len(prefix):]
+	end, flags := scanValue(v)
+	if end < 0 || flags&seenBackslash != 0 {
+		return nil, false, false
+	}
+	return v[:end], flags == 0, true
+}
+
+// What scanValue saw before the closing quote.
+const (
+	seenBackslash = 1 << iota
+	seenHigh      // a byte from 0x80 on
+)
+
+// SWAR constants: a byte value in every byte of a word.
+const (
+	ones   = 0x0101010101010101
+	highs  = 0x8080808080808080
+	quotes = 0x2222222222222222 // '"'
+	backs  = 0x5c5c5c5c5c5c5c5c // '\\'
+)
+
+// zeroBytes flags the zero bytes of x with their high bit. Above the
+// lowest zero byte it may flag others too, never below it.
+func zeroBytes(x uint64) uint64 { return (x - ones) &^ x & highs }
+
+// scanValue finds the quote that ends a label value in v and reports
+// whether a backslash or a non-ASCII byte came before it; end is -1 when
+// there is no quote.
+//
+// It reads eight bytes at a time, since this runs for every label of
+// every kept line (and the key of every line): quotes and backslashes are
+// the zero bytes of the word XOR '"' and XOR '\\', and the high bit marks
+// the non-ASCII bytes.
+func scanValue(v []byte) (end, flags int) {
+	i := 0
+	for ; i+8 <= len(v); i += 8 {
+		x := binary.LittleEndian.Uint64(v[i:])
+		q := zeroBytes(x ^ quotes)
+		bs, hi := zeroBytes(x^backs), x&highs
+		if q != 0 {
+			below := q&-q - 1 // the bits of the bytes before the quote, and 7 of its own
+			bs, hi = bs&below, hi&below
+		}
+		if bs != 0 {
+			flags |= seenBackslash
+		}
+		if hi != 0 {
+			flags |= seenHigh
+		}
+		if q != 0 {
+			return i + bits.TrailingZeros64(q)/8, flags
+		}
+	}
+	for ; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '"':
+			return i, flags
+		case c == '\\':
+			flags |= seenBackslash
+		case c >= utf8.RuneSelf:
+			flags |= seenHigh
+		}
+	}
+	return -1, flags
+}
+
+func (p *Page) lookup(kind int, raw []byte) *target {
+	last := p.lastTarget
+	if last != nil && p.lastKind == kind {
+		// Fast path - the key of the line before, or the one that came
+		// after it last time.
+		if last.key == string(raw) {
+			return last
+		}
+		if next := last.next.Load(); next != nil && next.key == string(raw) {
+			p.lastTarget = next
+			return next
+		}
+	}
+	t := p.rw.target(kind, raw)
+	if last != nil && p.lastKind == kind {
+		last.next.Store(t)
+	}
+	p.lastKind, p.lastTarget = kind, t
+	return t
+}
+
+// keep counts a kept series of family fi and writes the family's HELP and
+// TYPE before its first one.
+func (p *Page) keep(dst []byte, fi int) []byte {
+	p.stats.Kept++
+	if !p.emitted[fi] {
+		p.emitted[fi] = true
+		dst = appendLines(dst, p.help[fi], p.typ[fi])
+	}
+	return dst
+}
+
+// plainShape says where to cut a kept line in Kong's shape, one whose
+// label values are all printable ASCII without backslashes, so they are
+// written as they came, and whose le label, if any, is the last.
+type plainShape struct {
+	split    int    // where the added labels go: the comma before le, or the closing brace
+	last     int    // where the last label starts; -1 while there is none but the key
+	renames  [2]int // where service labels start, which become kong_service
+	nRenames int
+}
+
+// nameChars are the bytes of a label name (digits not first).
+var nameChars = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+	}
+	return t
+}()
+
+// parse reads the labels of body (what follows '{') from i, the end of
+// the labels already read (the key's, or a run's head), and reports
+// whether the line has the shape plainShape describes, is valid and
+// carries none of the labels the rewriter adds. When it does not, the
+// slow path gives the verdict.
+func (sh *plainShape) parse(body []byte, i int) bool {
+	le := -1 // where the le label starts
+	for {
+		if i >= len(body) {
+			return false
+		}
+		if body[i] == '}' {
+			break
+		}
+		if body[i] != ',' || le >= 0 { // le must be the last label
+			return false
+		}
+		i++
+		j := i
+		for j < len(body) && nameChars[body[j]] {
+			j++
+		}
+		if j == i || body[i] <= '9' || j+1 >= len(body) || body[j] != '=' || body[j+1] != '"' {
+			return false
+		}
+		switch string(body[i:j]) {
+		case "le":
+			le = i
+		case "service":
+			if sh.nRenames == len(sh.renames) {
+				return false
+			}
+			sh.renames[sh.nRenames] = i
+			sh.nRenames++
+		case "kong_service", "kubernetes_namespace", "kubernetes_name", "kubernetes_kind", "exported_namespace", "exported_service":
+			return false
+		}
+		end, flags := scanValue(body[j+2:])
+		if end < 0 || flags != 0 {
+			return false
+		}
+		sh.last, i = i, j+2+end+1
+	}
+	sh.split = i
+	if le >= 0 {
+		sh.split = le - 1
+	}
+	return validSampleValue(body[i+1:])
+}
+
+// appendTo writes the kept line: head (the name and '{'), body with
+// service renamed and the added labels at the split.
+func (sh *plainShape) appendTo(dst, head, body, added []byte) []byte {
+	dst = append(dst, head...)
+	from := 0
+	for _, at := range sh.renames[:sh.nRenames] {
+		dst = append(dst, body[from:at]...)
+		dst = append(dst, "kong_"...)
+		from = at
+	}
+	dst = append(dst, body[from:sh.split]...)
+	dst = append(dst, added...)
+	dst = append(dst, body[sh.split:]...)
+	return append(dst, '\n')
+}
+
+// appendParsed is the slow path of AppendLine: it parses the labels in full
+// and re-escapes values that need it.
+func (p *Page) appendParsed(dst, line []byte, nameEnd, fi int) []byte {
+	fam := &families[fi]
 	labels, rest, ok := p.parseLabels(line[nameEnd+1:])
 	if !ok || !validSampleValue(rest) {
 		p.stats.Dropped[DropMalformed]++
@@ -238,7 +593,9 @@ func (p *Page) AppendLine(dst, line []byte) []byte {
 	for i, l := range labels {
 		switch string(l.name) {
 		case fam.keyLabel:
-			key = i
+			if key < 0 {
+				key = i
+			}
 		case "le":
 			le = i
 		case RenamedServiceLabel, AddedLabels[0], AddedLabels[1], AddedLabels[2], AddedLabels[3], AddedLabels[4]:
@@ -251,20 +608,12 @@ func (p *Page) AppendLine(dst, line []byte) []byte {
 		p.stats.Dropped[DropUnresolved]++
 		return dst
 	}
-	t := p.lookup(fam.keyLabel, labels[key].value)
-	switch {
-	case !t.resolved:
-		p.stats.Dropped[DropUnresolved]++
-		return dst
-	case t.families&fam.flag == 0:
-		p.stats.Dropped[DropUnselected]++
+	t := p.lookup(keyKind[fi], labels[key].value)
+	if reason, drop := t.drop(fam); drop {
+		p.stats.Dropped[reason]++
 		return dst
 	}
-	p.stats.Kept++
-	if !p.emitted[fi] {
-		p.emitted[fi] = true
-		dst = appendLines(dst, p.help[fi], p.typ[fi])
-	}
+	dst = p.keep(dst, fi)
 	dst = append(dst, line[:nameEnd+1]...)
 	sep := false
 	for i, l := range labels {
@@ -315,19 +664,6 @@ func appendLabel(dst []byte, l labelPair) []byte {
 		dst = appendEscaped(dst, unescapeLabelValue(l.value))
 	}
 	return append(dst, '"')
-}
-
-func (p *Page) lookup(keyLabel string, raw []byte) *target {
-	kind := keyService
-	if keyLabel == "upstream" {
-		kind = keyUpstream
-	}
-	if p.lastTarget != nil && p.lastKind == kind && bytes.Equal(p.lastKey, raw) {
-		return p.lastTarget
-	}
-	t := p.rw.target(kind, raw)
-	p.lastKind, p.lastKey, p.lastTarget = kind, append(p.lastKey[:0], raw...), t
-	return t
 }
 
 // comment handles # HELP and # TYPE lines: those of kept families wait until
@@ -440,6 +776,10 @@ func validLabelName(b []byte) bool {
 // validSampleValue checks what follows the labels: " <value>" and an
 // optional " <timestamp>".
 func validSampleValue(rest []byte) bool {
+	// Fast path - one blank and a plain integer, as Kong writes counts.
+	if len(rest) >= 2 && rest[0] == ' ' && isPlainInteger(rest[1:]) {
+		return true
+	}
 	if len(rest) == 0 || (rest[0] != ' ' && rest[0] != '\t') {
 		return false
 	}

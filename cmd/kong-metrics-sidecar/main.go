@@ -34,8 +34,8 @@ import (
 const program = "kong-metrics-sidecar"
 
 // maxConcurrentScrapes caps scrapes served at once; they share one fetch
-// of Kong, so a handful of Prometheus replicas never come near it.
-const maxConcurrentScrapes = 32
+// of Kong, so even 50 scrapers at once (the fan-in target) fit.
+const maxConcurrentScrapes = 64
 
 // shutdownGrace bounds how long in-flight scrapes may take after SIGTERM.
 const shutdownGrace = 10 * time.Second
@@ -90,6 +90,7 @@ func serve(settings config.Settings, logger *slog.Logger) error {
 		UpstreamURL:      settings.UpstreamURL.String(),
 		Timeout:          settings.ScrapeTimeout,
 		MaxUpstreamBytes: int64(settings.MaxUpstreamBytes),
+		MinFetchInterval: settings.MinFetchInterval,
 		Rewriter:         func() *relabel.Rewriter { return store.Load().Rewriter },
 		Registry:         reg,
 		Logger:           logger,
