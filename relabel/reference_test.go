@@ -152,6 +152,10 @@ func (p *refPage) appendLine(dst, line []byte) []byte {
 			return dst
 		}
 	}
+	if le >= 0 && !refFloat(labels[le].value) {
+		p.stats.Dropped[DropMalformed]++
+		return dst
+	}
 	if key < 0 {
 		p.stats.Dropped[DropUnresolved]++
 		return dst
@@ -316,21 +320,16 @@ func refValidSample(rest []byte) bool {
 	if len(rest) == 0 || (rest[0] != ' ' && rest[0] != '\t') {
 		return false
 	}
+	// A trailing blank would make a strict parser want a timestamp.
+	if strings.TrimRight(string(rest), " \t") != string(rest) {
+		return false
+	}
 	fields := strings.FieldsFunc(string(rest), func(r rune) bool { return r == ' ' || r == '\t' })
 	if len(fields) == 0 || len(fields) > 2 {
 		return false
 	}
-	// A plain integer of any length passes; anything else must be a float
-	// Go parses, less its hex and underscore forms.
-	digits := strings.TrimPrefix(fields[0], "-")
-	plain := digits != "" && strings.Trim(digits, "0123456789") == ""
-	if !plain {
-		if strings.ContainsAny(fields[0], "pP_") {
-			return false
-		}
-		if _, err := strconv.ParseFloat(fields[0], 64); err != nil {
-			return false
-		}
+	if !refFloat([]byte(fields[0])) {
+		return false
 	}
 	if len(fields) == 2 {
 		if _, err := strconv.ParseInt(fields[1], 10, 64); err != nil {
@@ -338,6 +337,21 @@ func refValidSample(rest []byte) bool {
 		}
 	}
 	return true
+}
+
+// refFloat: a plain integer of any length passes; anything else must be a
+// float Go parses, less its hex and underscore forms.
+func refFloat(v []byte) bool {
+	s := string(v)
+	digits := strings.TrimPrefix(s, "-")
+	if digits != "" && strings.Trim(digits, "0123456789") == "" {
+		return true
+	}
+	if strings.ContainsAny(s, "pP_") {
+		return false
+	}
+	_, err := strconv.ParseFloat(s, 64)
+	return err == nil
 }
 
 // refUnescape decodes \\, \" and \n; any other backslash stands for

@@ -354,7 +354,7 @@ func (p *Page) appendRun(dst, line []byte) ([]byte, bool) {
 		// labels, then this line's le and sample.
 		v := body[headEnd+len(`le="`):]
 		end, flags := scanValue(v)
-		if end >= 0 && flags == 0 && end+1 < len(v) && v[end+1] == '}' && validSampleValue(v[end+2:]) {
+		if end >= 0 && flags == 0 && end+1 < len(v) && v[end+1] == '}' && validFloat(v[:end]) && validSampleValue(v[end+2:]) {
 			dst = p.keep(dst, p.runFamily)
 			dst = append(dst, p.runOut...)
 			dst = append(dst, body[headEnd-1:]...)
@@ -552,7 +552,7 @@ func (sh *plainShape) parse(body []byte, i int) bool {
 			return false
 		}
 		end, flags := scanValue(body[j+2:])
-		if end < 0 || flags != 0 {
+		if end < 0 || flags != 0 || le == i && !validFloat(body[j+2:j+2+end]) {
 			return false
 		}
 		sh.last, i = i, j+2+end+1
@@ -603,6 +603,10 @@ func (p *Page) appendParsed(dst, line []byte, nameEnd, fi int) []byte {
 			p.stats.Dropped[DropMalformed]++
 			return dst
 		}
+	}
+	if le >= 0 && !validFloat(labels[le].value) {
+		p.stats.Dropped[DropMalformed]++ // a strict parser wants a float bound
+		return dst
 	}
 	if key < 0 {
 		p.stats.Dropped[DropUnresolved]++
@@ -783,6 +787,9 @@ func validSampleValue(rest []byte) bool {
 	if len(rest) == 0 || (rest[0] != ' ' && rest[0] != '\t') {
 		return false
 	}
+	if last := rest[len(rest)-1]; last == ' ' || last == '\t' {
+		return false // a strict parser would want a timestamp after it
+	}
 	value, rest := nextField(rest)
 	if value == nil {
 		return false
@@ -791,14 +798,9 @@ func validSampleValue(rest []byte) bool {
 	if extra, _ := nextField(rest); extra != nil {
 		return false
 	}
-	if !isPlainInteger(value) {
-		// Slow path - Kong's %.14g also prints fractions and exponents.
-		if bytes.ContainsAny(value, "pP_") {
-			return false
-		}
-		if _, err := strconv.ParseFloat(string(value), 64); err != nil {
-			return false
-		}
+	// Kong's %.14g also prints fractions and exponents.
+	if !validFloat(value) {
+		return false
 	}
 	if timestamp != nil {
 		if _, err := strconv.ParseInt(string(timestamp), 10, 64); err != nil {
@@ -822,6 +824,21 @@ func nextField(s []byte) (field, rest []byte) {
 		return nil, nil
 	}
 	return s[i:j], s[j:]
+}
+
+// validFloat reports whether v is a value a strict parser takes as a
+// float, such as an le bound: Kong's plain integers and +Inf, or any float
+// Go parses less its hex and underscore forms.
+func validFloat(v []byte) bool {
+	// Fast path - Kong's bounds.
+	if isPlainInteger(v) || string(v) == "+Inf" {
+		return true
+	}
+	if bytes.ContainsAny(v, "pP_") {
+		return false
+	}
+	_, err := strconv.ParseFloat(string(v), 64)
+	return err == nil
 }
 
 func isPlainInteger(s []byte) bool {
