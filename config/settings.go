@@ -25,7 +25,28 @@ type Settings struct {
 	WebConfigFile      string        `env:"WEB_CONFIG_FILE" envDefault:"" help:"exporter-toolkit web configuration file: TLS and basic auth for the sidecar's endpoints (empty: plain HTTP)"`
 	LogLevel           slog.Level    `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	LogFormat          LogFormat     `env:"LOG_FORMAT" envDefault:"json" help:"json or text"`
+
+	KongAdminURL             string        `env:"KONG_ADMIN_URL" envDefault:"" help:"Kong's Admin API, read for the tags KIC puts on Kong services (empty: off), e.g. https://127.0.0.1:8444"`
+	KongAdminCAFile          string        `env:"KONG_ADMIN_CA_FILE" envDefault:"" help:"CA bundle that signs the Admin API's certificate (empty: the system roots)"`
+	KongAdminCertFile        string        `env:"KONG_ADMIN_CERT_FILE" envDefault:"" help:"client certificate for the Admin API, re-read when it changes"`
+	KongAdminKeyFile         string        `env:"KONG_ADMIN_KEY_FILE" envDefault:"" help:"the client certificate's key"`
+	KongAdminToken           Secret        `env:"KONG_ADMIN_TOKEN" envDefault:"" help:"sent as the Kong-Admin-Token header (empty: none)"`
+	KongAdminRefreshInterval time.Duration `env:"KONG_ADMIN_REFRESH_INTERVAL" envDefault:"30s" help:"how often the Admin API's services are read again"`
 }
+
+// Secret is a setting that must not be logged; it prints as <secret>.
+type Secret string
+
+// String implements fmt.Stringer.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "<secret>"
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *Secret) UnmarshalText(b []byte) error { *s = Secret(b); return nil }
 
 // LoadSettings reads the sidecar's settings from environ.
 func LoadSettings(environ []string) (Settings, error) {
@@ -41,6 +62,18 @@ func LoadSettings(environ []string) (Settings, error) {
 	}
 	if s.MinFetchInterval < 0 {
 		return s, fmt.Errorf("%sMIN_FETCH_INTERVAL=%s: must not be negative", EnvPrefix, s.MinFetchInterval)
+	}
+	if s.KongAdminURL != "" {
+		var u URL
+		if err := u.UnmarshalText([]byte(s.KongAdminURL)); err != nil {
+			return s, fmt.Errorf("%sKONG_ADMIN_URL=%s: %w", EnvPrefix, s.KongAdminURL, err)
+		}
+	}
+	if (s.KongAdminCertFile == "") != (s.KongAdminKeyFile == "") {
+		return s, fmt.Errorf("%sKONG_ADMIN_CERT_FILE and %sKONG_ADMIN_KEY_FILE must be set together", EnvPrefix, EnvPrefix)
+	}
+	if s.KongAdminRefreshInterval <= 0 {
+		return s, fmt.Errorf("%sKONG_ADMIN_REFRESH_INTERVAL=%s: must be positive", EnvPrefix, s.KongAdminRefreshInterval)
 	}
 	if s.MaxUpstreamBytes <= 0 {
 		return s, fmt.Errorf("%sMAX_UPSTREAM_BYTES=%d: must be positive", EnvPrefix, s.MaxUpstreamBytes)

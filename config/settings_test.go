@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -72,6 +73,10 @@ func TestLoadSettingsErrors(t *testing.T) {
 		{"SIDECAR_MAX_UPSTREAM_BYTES=0", "SIDECAR_MAX_UPSTREAM_BYTES=0: must be positive"},
 		{"SIDECAR_LOG_LEVEL=loud", `SIDECAR_LOG_LEVEL="loud"`},
 		{"SIDECAR_LOG_FORMAT=xml", `SIDECAR_LOG_FORMAT="xml": want json or text`},
+		{"SIDECAR_KONG_ADMIN_URL=127.0.0.1:8444", "SIDECAR_KONG_ADMIN_URL=127.0.0.1:8444"},
+		{"SIDECAR_KONG_ADMIN_URL=ftp://kong", "SIDECAR_KONG_ADMIN_URL=ftp://kong: scheme must be http or https"},
+		{"SIDECAR_KONG_ADMIN_CERT_FILE=/tls.crt", "SIDECAR_KONG_ADMIN_CERT_FILE and SIDECAR_KONG_ADMIN_KEY_FILE must be set together"},
+		{"SIDECAR_KONG_ADMIN_REFRESH_INTERVAL=0s", "SIDECAR_KONG_ADMIN_REFRESH_INTERVAL=0s: must be positive"},
 	}
 	for _, tc := range tests {
 		_, err := LoadSettings([]string{tc.env})
@@ -125,5 +130,24 @@ func TestIsServiceLinkVariable(t *testing.T) {
 		if got := IsServiceLinkVariable(tc.name, tc.value); got != tc.want {
 			t.Errorf("IsServiceLinkVariable(%s=%s) = %v", tc.name, tc.value, got)
 		}
+	}
+}
+
+func TestKongAdminSettings(t *testing.T) {
+	s, err := LoadSettings([]string{
+		"SIDECAR_KONG_ADMIN_URL=https://127.0.0.1:8444",
+		"SIDECAR_KONG_ADMIN_CERT_FILE=/tls/tls.crt",
+		"SIDECAR_KONG_ADMIN_KEY_FILE=/tls/tls.key",
+		"SIDECAR_KONG_ADMIN_TOKEN=hunter2",
+		"SIDECAR_KONG_ADMIN_REFRESH_INTERVAL=1m",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.KongAdminURL != "https://127.0.0.1:8444" || s.KongAdminToken != "hunter2" || s.KongAdminRefreshInterval != time.Minute {
+		t.Errorf("values: %+v", s)
+	}
+	if printed := fmt.Sprintf("%v %+v", s.KongAdminToken, s); strings.Contains(printed, "hunter2") {
+		t.Errorf("the token prints: %s", printed)
 	}
 }

@@ -157,6 +157,13 @@ type stack struct {
 // extension file holding config; both stop when the test ends.
 func startStack(t *testing.T, config string) *stack {
 	t.Helper()
+	return startStackWith(t, config, nil, nil)
+}
+
+// startStackWith is startStack with extra simulator flags and sidecar
+// environment variables.
+func startStackWith(t *testing.T, config string, simArgs, sidecarEnv []string) *stack {
+	t.Helper()
 	bins, err := harness.Binaries(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +175,7 @@ func startStack(t *testing.T, config string) *stack {
 		}
 	}
 	s := &stack{proxyURL: "http://" + addrs[0], statusURL: "http://" + addrs[1] + "/metrics", sidecarAddr: addrs[2]}
-	s.simulator, err = harness.Start("kong-simulator", bins["kong-simulator"], []string{"-proxy-listen", addrs[0], "-listen", addrs[1]}, nil)
+	s.simulator, err = harness.Start("kong-simulator", bins["kong-simulator"], append([]string{"-proxy-listen", addrs[0], "-listen", addrs[1]}, simArgs...), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,12 +187,12 @@ func startStack(t *testing.T, config string) *stack {
 	if err := os.WriteFile(s.configFile, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s.sidecar, err = harness.Start("kong-metrics-sidecar", bins["kong-metrics-sidecar"], nil, []string{
+	s.sidecar, err = harness.Start("kong-metrics-sidecar", bins["kong-metrics-sidecar"], nil, append([]string{
 		"SIDECAR_LISTEN_ADDR=" + s.sidecarAddr,
 		"SIDECAR_UPSTREAM_URL=" + s.statusURL,
 		"SIDECAR_CONFIG_FILE=" + s.configFile,
 		"SIDECAR_LOG_FORMAT=text",
-	})
+	}, sidecarEnv...))
 	if err != nil {
 		t.Fatal(err)
 	}

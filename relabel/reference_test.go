@@ -35,6 +35,9 @@ import (
 //     syntax, an invalid sample value or a label the rewriter adds is
 //     DropMalformed; no key label is DropUnresolved; the key is the first
 //     key label, and decides as in rule 2.
+//     A key resolves through Mappings first, then (for the service label)
+//     the Admin API Tags: kind Service gives that Service, any other kind
+//     drops the line as DropMultiBackend; then the naming rules.
 //  4. A kept line is written with `service` renamed to kong_service, the
 //     added labels after Kong's (before le), values re-escaped where they
 //     were not plain, and its family's HELP and TYPE before its first
@@ -56,6 +59,14 @@ func (rw *refRewriter) target(kind int, raw []byte) *target {
 	}
 	name := refUnescape(raw)
 	svc, ok := rw.sel.Mappings[name]
+	if tag, seen := rw.sel.Tags[name]; !ok && kind == keyService && seen && tag.Kind != "" {
+		if tag.Kind != "Service" {
+			t := &target{multi: true}
+			rw.cache[kind][string(raw)] = t
+			return t
+		}
+		svc, ok = tag.Service, true
+	}
 	if !ok {
 		if kind == keyUpstream {
 			svc, ok = ResolveUpstreamName(name)
@@ -195,6 +206,8 @@ func (p *refPage) appendLine(dst, line []byte) []byte {
 
 func refDrop(t *target, fam *family) (DropReason, bool) {
 	switch {
+	case t.multi:
+		return DropMultiBackend, true
 	case !t.resolved:
 		return DropUnresolved, true
 	case t.families&fam.flag == 0:
@@ -391,6 +404,12 @@ func fuzzSelection(b [3]byte) Selection {
 	sel := Selection{
 		Services: map[Service]Family{},
 		Mappings: map[string]Service{"httproute.default.echo.0": echo, "echo-upstream": echo},
+		Tags: map[string]Tag{
+			"httproute.default.command.0": {Kind: "Service", Service: command},
+			"httproute.default.multi.0":   {Kind: "HTTPRoute", Service: Service{Namespace: "default", Name: "multi"}},
+			"httproute.default.echo.0":    {Kind: "Service", Service: billing}, // Mappings win
+			"default.billing.80":          {},                                  // untagged: naming rules
+		},
 	}
 	for i, svc := range []Service{command, billing, echo} {
 		if f := Family(b[i] & 0x0f); f != 0 {
@@ -426,6 +445,8 @@ func FuzzRewriteMatchesReference(f *testing.F) {
 		"kong_upstream_latency_ms_bucket{service=\"kong.command.80\",exported_service=\"x\"} 1\n",
 		"kong_upstream_target_health{upstream=\"echo-upstream\",service=\"s\",state=\"healthy\"} 1\n",
 		"kong_http_requests_total{service=\"kong.command.80\"}\t1e3\t17\n",
+		"kong_http_requests_total{service=\"httproute.default.command.0\",code=\"200\"} 1\nkong_http_requests_total{service=\"httproute.default.multi.0\",code=\"200\"} 1\n",
+		"kong_http_requests_total{code=\"200\",service=\"httproute.default.multi.0\"} 1\nkong_http_requests_total{service=\"httproute.default.echo.0\"} 1\n",
 		"kong_http_requests_total{service=\"kong.command.80\"} 99999999999999999999999999\n",
 		"kong_http_requests_total{service=\"kong.comm\\and.80\"} 1\nkong_http_requests_total{service=\"kong.command.80\"} 1\n",
 		"# HELP kong_http_requests_total a\\nb\n# TYPE kong_http_requests_total counter\nkong_http_requests_total{service=\"kong.command.80\"} 1\n",

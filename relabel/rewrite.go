@@ -94,14 +94,18 @@ const (
 	// a malformed line of a dropped Service counts under the reason its
 	// key gives (see reference_test.go for the exact rules).
 	DropMalformed
+	// DropMultiBackend: the series' Kong service is tagged with a kind
+	// other than Service (KIC tags a rule with several backends with its
+	// HTTPRoute), so it stands for no single Kubernetes Service.
+	DropMultiBackend
 	numDropReasons
 )
 
 // DropReasons lists every DropReason.
-var DropReasons = [...]DropReason{DropFamily, DropUnselected, DropUnresolved, DropMalformed}
+var DropReasons = [...]DropReason{DropFamily, DropUnselected, DropUnresolved, DropMalformed, DropMultiBackend}
 
 func (r DropReason) String() string {
-	return [...]string{"family", "unselected", "unresolved", "malformed"}[r]
+	return [...]string{"family", "unselected", "unresolved", "malformed", "multi_backend"}[r]
 }
 
 // Stats counts the series lines of one page.
@@ -127,6 +131,7 @@ type Rewriter struct {
 type target struct {
 	key      string // the raw label value
 	resolved bool
+	multi    bool   // tagged with a kind other than Service: drop as DropMultiBackend
 	families Family // kept for the resolved Service
 	labels   []byte // ,kubernetes_namespace="…",…,exported_service="…"
 
@@ -168,6 +173,19 @@ func (rw *Rewriter) target(kind int, raw []byte) *target {
 
 func (rw *Rewriter) resolve(kind int, name string) *target {
 	svc, ok := rw.sel.Mappings[name]
+	if !ok && kind == keyService && rw.sel.Tags != nil {
+		tag, seen := rw.sel.Tags[name]
+		switch {
+		case !seen:
+			if rw.sel.OnUnseen != nil {
+				rw.sel.OnUnseen(name)
+			}
+		case tag.Kind == "Service":
+			svc, ok = tag.Service, true
+		case tag.Kind != "":
+			return &target{multi: true}
+		}
+	}
 	if !ok {
 		if kind == keyUpstream {
 			svc, ok = ResolveUpstreamName(name)
@@ -194,6 +212,8 @@ func (rw *Rewriter) resolve(kind int, name string) *target {
 // drop reports whether t drops a series of fam, and why.
 func (t *target) drop(fam *family) (DropReason, bool) {
 	switch {
+	case t.multi:
+		return DropMultiBackend, true
 	case !t.resolved:
 		return DropUnresolved, true
 	case t.families&fam.flag == 0:

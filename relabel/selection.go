@@ -63,4 +63,21 @@ type Selection struct {
 	// rules cannot, such as HTTPRoute rules named httproute.<ns>.<route>.<rule>.
 	// It wins over the naming rules.
 	Mappings map[string]Service
+	// Tags resolves Kong service names from the tags the Kong Ingress
+	// Controller puts on each Kong service, as read from Kong's Admin API.
+	// It applies to the service label only (not upstream names), after
+	// Mappings and before the naming rules. Nil means no Admin API.
+	Tags map[string]Tag
+	// OnUnseen, when set, is called with each Kong service name that
+	// Tags does not hold, the first time the Rewriter resolves it. It is
+	// called on the scrape path, so it must not block.
+	OnUnseen func(name string)
+}
+
+// Tag is what the Kong Ingress Controller's tags say about one Kong
+// service: Kind is the k8s-kind tag ("" for an untagged service) and
+// Service the k8s-namespace and k8s-name tags.
+type Tag struct {
+	Kind    string
+	Service Service
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/config"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/kongadmin"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/version"
@@ -86,12 +87,39 @@ func serve(settings config.Settings, logger *slog.Logger) error {
 	// its own metrics until a valid one appears.
 	_ = store.Reload()
 
+	rewriter := func() *relabel.Rewriter { return store.Load().Rewriter }
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if settings.KongAdminURL != "" {
+		client, err := kongadmin.NewClient(kongadmin.ClientOptions{
+			URL:      settings.KongAdminURL,
+			CAFile:   settings.KongAdminCAFile,
+			CertFile: settings.KongAdminCertFile,
+			KeyFile:  settings.KongAdminKeyFile,
+			Token:    string(settings.KongAdminToken),
+		})
+		if err != nil {
+			return err
+		}
+		admin := kongadmin.NewRefresher(client, kongadmin.Options{
+			Interval: settings.KongAdminRefreshInterval,
+			Registry: reg,
+			Logger:   logger.With("component", "kongadmin"),
+		})
+		go admin.Run(ctx)
+		// A Rewriter per (extension snapshot, Admin API mapping) pair, so
+		// its resolution cache never outlives either.
+		rewriter = func() *relabel.Rewriter { return admin.Rewriter(store.Load().Rewriter) }
+		logger.Info("resolving Kong services through the Admin API", "url", settings.KongAdminURL,
+			"refresh_interval", settings.KongAdminRefreshInterval)
+	}
+
 	handler := proxy.NewHandler(proxy.Options{
 		UpstreamURL:      settings.UpstreamURL.String(),
 		Timeout:          settings.ScrapeTimeout,
 		MaxUpstreamBytes: int64(settings.MaxUpstreamBytes),
 		MinFetchInterval: settings.MinFetchInterval,
-		Rewriter:         func() *relabel.Rewriter { return store.Load().Rewriter },
+		Rewriter:         rewriter,
 		Registry:         reg,
 		Logger:           logger,
 	})
@@ -114,8 +142,6 @@ func serve(settings config.Settings, logger *slog.Logger) error {
 	logger.Info("serving", "addr", ln.Addr().String(), "upstream", settings.UpstreamURL.String(),
 		"config_file", settings.ConfigFile, "version", version.Version)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	// One goroutine does every reload: file events, the poll and SIGHUP.
 	watcher := config.NewWatcher(store, config.WatchOptions{PollInterval: settings.ConfigPollInterval, Logger: logger})
 	go watcher.Run(ctx)

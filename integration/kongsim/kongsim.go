@@ -105,6 +105,9 @@ type Service struct {
 	// and benchmarks can select services the way the sidecar's users do.
 	Namespace   string
 	ServiceName string
+	// Kind is the k8s-kind tag the Admin API reports (KIC tags a rule with
+	// several backends with its HTTPRoute); empty means Service.
+	Kind string
 }
 
 // Config configures a Simulator.

@@ -2,11 +2,16 @@
 // plugin, for the project's integration tests, demo and benchmarks. It
 // serves Kong's status listener (/metrics, /status, /status/ready) on
 // -listen and a proxy listener on -proxy-listen that records the traffic it
-// serves, such as the tutorial's GET /command/shell?cmd=sleep%200.1.
+// serves, such as the tutorial's GET /command/shell?cmd=sleep%200.1. With
+// -admin-listen it also serves an Admin API (GET /services, with the tags
+// the Kong Ingress Controller writes), over TLS with -admin-cert and
+// -admin-key, requiring a client certificate with -admin-client-ca.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,6 +41,11 @@ func run() int {
 	routes := fs.Int("routes", 0, "also generate N routes with recorded traffic, as on the scale page")
 	stream := fs.Bool("stream", false, "append the stream subsystem's families, as Kong does with a stream listener")
 	kongLatency := fs.Duration("kong-latency", time.Millisecond, "Kong latency recorded for each proxied request")
+	adminListen := fs.String("admin-listen", "", "Admin API listener address (GET /services); empty for none")
+	adminCert := fs.String("admin-cert", "", "Admin API serving certificate (PEM); with -admin-key, serve TLS")
+	adminKey := fs.String("admin-key", "", "Admin API serving key (PEM)")
+	adminClientCA := fs.String("admin-client-ca", "", "CA file (PEM); when set, the Admin API requires a client certificate it signs")
+	adminToken := fs.String("admin-token", "", "when set, the Admin API requires it in the Kong-Admin-Token header")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
@@ -64,10 +74,20 @@ func run() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	adminTLS, err := adminTLSConfig(*adminCert, *adminKey, *adminClientCA)
+	if err != nil {
+		logger.Error("Invalid Admin API TLS settings", "err", err)
+		return 2
+	}
 	servers := []struct {
 		name, addr string
 		handler    http.Handler
-	}{{"status", *listen, sim.StatusHandler()}, {"proxy", *proxyListen, sim.ProxyHandler()}}
+		tls        *tls.Config
+	}{
+		{"status", *listen, sim.StatusHandler(), nil},
+		{"proxy", *proxyListen, sim.ProxyHandler(), nil},
+		{"admin", *adminListen, sim.AdminHandler(kongsim.AdminOptions{Token: *adminToken}), adminTLS},
+	}
 	errc := make(chan error, len(servers))
 	var started []*http.Server
 	for _, s := range servers {
@@ -79,6 +99,9 @@ func run() int {
 			logger.Error("Cannot listen", "listener", s.name, "err", err)
 			shutdown(logger, started)
 			return 1
+		}
+		if s.tls != nil {
+			ln = tls.NewListener(ln, s.tls)
 		}
 		srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
 		started = append(started, srv)
@@ -120,4 +143,31 @@ func shutdown(logger *slog.Logger, servers []*http.Server) bool {
 		}
 	}
 	return ok
+}
+
+// adminTLSConfig is the Admin API listener's TLS configuration, nil for
+// plain HTTP.
+func adminTLSConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	if certFile == "" && keyFile == "" {
+		if clientCAFile != "" {
+			return nil, errors.New("-admin-client-ca needs -admin-cert and -admin-key")
+		}
+		return nil, nil
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading the Admin API certificate: %w", err)
+	}
+	var pool *x509.CertPool
+	if clientCAFile != "" {
+		pem, err := os.ReadFile(clientCAFile)
+		if err != nil {
+			return nil, err
+		}
+		pool = x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", clientCAFile)
+		}
+	}
+	return kongsim.AdminTLSConfig(pair, pool), nil
 }

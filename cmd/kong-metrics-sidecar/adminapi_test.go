@@ -1,0 +1,204 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+)
+
+const adminKongPage = `# HELP kong_http_requests_total HTTP status codes per consumer/service/route in Kong
+# TYPE kong_http_requests_total counter
+kong_http_requests_total{service="httproute.kong.command.0",route="httproute.kong.command.0.0",code="200",source="service",workspace="default",consumer=""} 5
+kong_http_requests_total{service="httproute.kong.multi.0",route="httproute.kong.multi.0.0",code="200",source="service",workspace="default",consumer=""} 7
+`
+
+const adminServices = `{"data":[
+{"name":"httproute.kong.command.0","tags":["k8s-name:command","k8s-namespace:kong","k8s-kind:Service","k8s-version:v1"]},
+{"name":"httproute.kong.multi.0","tags":["k8s-name:multi","k8s-namespace:kong","k8s-kind:HTTPRoute","k8s-version:v1"]}
+],"next":null}`
+
+const adminExtension = `kind: DataPlaneMetricsExtension
+apiVersion: gateway-operator.konghq.com/v1alpha1
+metadata:
+  name: kong
+  namespace: kong
+spec:
+  serviceSelector:
+    matchNames:
+    - name: command
+    - name: multi
+  config:
+    statusCode: true
+`
+
+// fakeAdmin is an Admin API the test switches between states.
+type fakeAdmin struct {
+	state    atomic.Value // "down", "up" or "slow"
+	requests atomic.Int32
+	release  chan struct{} // closed to end slow requests
+}
+
+func (a *fakeAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.requests.Add(1)
+	switch a.state.Load() {
+	case "up":
+		_, _ = io.WriteString(w, adminServices)
+	case "slow":
+		select {
+		case <-a.release:
+		case <-r.Context().Done():
+		}
+		http.Error(w, "gave up", http.StatusServiceUnavailable)
+	default:
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}
+}
+
+// TestAdminAPIDownSlowAndUp runs the sidecar against an Admin API that is
+// down at start, comes up, turns slow and goes down again: /metrics keeps
+// answering promptly throughout, the error counter moves, the tags resolve
+// httproute.kong.command.0 once known and survive the outage, and the
+// multi-backend service is dropped as multi_backend.
+func TestAdminAPIDownSlowAndUp(t *testing.T) {
+	bin := buildSidecar(t)
+	kong := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_, _ = io.WriteString(w, adminKongPage)
+	}))
+	defer kong.Close()
+	admin := &fakeAdmin{release: make(chan struct{})}
+	admin.state.Store("down")
+	adminSrv := httptest.NewServer(admin)
+	defer adminSrv.Close()
+	var releaseOnce sync.Once
+	defer releaseOnce.Do(func() { close(admin.release) })
+
+	addr, err := harness.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	configFile := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(configFile, []byte(adminExtension), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := harness.Start("sidecar", bin, nil, []string{
+		"SIDECAR_LISTEN_ADDR=" + addr,
+		"SIDECAR_UPSTREAM_URL=" + kong.URL + "/metrics",
+		"SIDECAR_CONFIG_FILE=" + configFile,
+		"SIDECAR_KONG_ADMIN_URL=" + adminSrv.URL,
+		"SIDECAR_KONG_ADMIN_REFRESH_INTERVAL=100ms",
+		"SIDECAR_LOG_FORMAT=text",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(5 * time.Second)
+	if err := harness.WaitHTTP("http://"+addr+"/readyz", p, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	scrape := func() string {
+		t.Helper()
+		start := time.Now()
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("scrape: %v, %s", err, resp.Status)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("a scrape took %v", d)
+		}
+		return string(body)
+	}
+	// waitFor scrapes until cond holds, with a deadline.
+	waitFor := func(what string, cond func(string) bool) string {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			body := scrape()
+			if cond(body) {
+				return body
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not in time; last scrape:\n%s\nsidecar output:\n%s", what, body, p.Output())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	resolved := func(b string) bool { return strings.Contains(b, `kong_service="httproute.kong.command.0"`) }
+
+	// Down at start: metrics flow, nothing resolves, errors are counted.
+	body := waitFor("status errors counted", func(b string) bool {
+		return metricValue(b, `kong_metrics_sidecar_admin_api_refresh_errors_total{kind="status"}`) >= 1
+	})
+	if resolved(body) || metricValue(body, "kong_metrics_sidecar_upstream_up") != 1 || metricValue(body, "kong_metrics_sidecar_admin_api_up") != 0 {
+		t.Fatalf("down at start:\n%s", body)
+	}
+
+	// Up: the HTTPRoute rule resolves through its tags, the multi-backend one is dropped.
+	admin.state.Store("up")
+	body = waitFor("resolved through tags", resolved)
+	if !strings.Contains(body, `kubernetes_name="command"`) || strings.Contains(body, `kong_service="httproute.kong.multi.0"`) {
+		t.Fatalf("after the Admin API came up:\n%s", body)
+	}
+	body = waitFor("multi_backend counted", func(b string) bool {
+		return metricValue(b, `kong_metrics_sidecar_series_dropped{reason="multi_backend"}`) == 1 && metricValue(b, "kong_metrics_sidecar_admin_api_up") == 1
+	})
+	if metricValue(body, "kong_metrics_sidecar_admin_api_services") != 2 {
+		t.Errorf("admin_api_services:\n%s", body)
+	}
+
+	// Slow: with a refresh hanging on the Admin API, scrapes stay prompt
+	// (scrape fails the test past 2s) and keep the last mapping.
+	admin.state.Store("slow")
+	before := admin.requests.Load()
+	for admin.requests.Load() == before {
+		if !resolved(scrape()) {
+			t.Fatal("the mapping was lost while the Admin API is slow")
+		}
+	}
+	for range 5 {
+		if !resolved(scrape()) {
+			t.Fatal("the mapping was lost while the Admin API is slow")
+		}
+	}
+
+	// Down later: the counter moves on, the last mapping stays.
+	admin.state.Store("down")
+	releaseOnce.Do(func() { close(admin.release) })
+	errs := metricValue(scrape(), `kong_metrics_sidecar_admin_api_refresh_errors_total{kind="status"}`)
+	body = waitFor("errors move on", func(b string) bool {
+		return metricValue(b, `kong_metrics_sidecar_admin_api_refresh_errors_total{kind="status"}`) > errs
+	})
+	if !resolved(body) || metricValue(body, "kong_metrics_sidecar_admin_api_up") != 0 {
+		t.Fatalf("down later:\n%s", body)
+	}
+}
+
+// metricValue returns the value of the series written exactly as series
+// in body, or -1.
+func metricValue(body, series string) float64 {
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
+	if m == nil {
+		return -1
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return -1
+	}
+	return v
+}
