@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"encoding/pem"
-	"math"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -88,49 +87,8 @@ func TestHTTPRouteThroughAdminAPIWithPrometheus(t *testing.T) {
 		}
 	})
 
-	// Two answers in a row within 100 ± 10 ms.
-	var values []float64
-	deadline := time.Now().Add(100 * time.Second)
-	for len(values) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no stable answer in time; got %v\nsidecar output:\n%s", values, stack.sidecar.Output())
-		}
-		time.Sleep(3 * time.Second)
-		res, err := prom.Query(ctx, tutorialMetricsQuery)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(res) == 0 {
-			continue
-		}
-		if len(res) != 1 || res[0].Metric["exported_service"] != "command" {
-			t.Fatalf("want one result for exported_service=command, got %+v", res)
-		}
-		if v := res[0].Value; math.Abs(v-100) > 10 {
-			t.Fatalf("mean upstream latency %v ms, want 100 ± 10", v)
-		} else {
-			values = append(values, v)
-		}
-	}
-	series, err := prom.Series(ctx, tutorialSeriesQuery)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(series) != 2 {
-		t.Fatalf("seriesQuery found %d series, want _sum and _count of command: %v", len(series), series)
-	}
-	for _, s := range series {
-		want := map[string]string{
-			"exported_namespace": "kong", "exported_service": "command",
-			"kubernetes_namespace": "kong", "kubernetes_name": "command", "kubernetes_kind": "Service",
-			"kong_service": "httproute.kong.command.0",
-		}
-		for k, v := range want {
-			if s[k] != v {
-				t.Errorf("series %v: %s = %q, want %q", s, k, s[k], v)
-			}
-		}
-	}
+	checkTutorialAverage(ctx, t, prom, stack, 2)
+	checkTutorialSeries(ctx, t, prom, "httproute.kong.command.0")
 	// The sidecar's own metrics say the Admin API is up.
 	up, err := prom.Query(ctx, `kong_metrics_sidecar_admin_api_up`)
 	if err != nil {

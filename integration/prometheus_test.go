@@ -66,57 +66,70 @@ func TestTutorialRuleWithPrometheus(t *testing.T) {
 	for _, honor := range []bool{false, true} {
 		t.Run(fmt.Sprintf("honor_labels=%v", honor), func(t *testing.T) {
 			prom := proms[honor]
-			// Three answers in a row within 100 ± 10 ms, each a few seconds apart.
-			var values []float64
-			deadline := time.Now().Add(100 * time.Second)
-			for len(values) < 3 {
-				if time.Now().After(deadline) {
-					t.Fatalf("no stable answer in time; got %v\nsidecar output:\n%s", values, stack.sidecar.Output())
-				}
-				time.Sleep(3 * time.Second)
-				res, err := prom.Query(ctx, tutorialMetricsQuery)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(res) == 0 {
-					continue // not enough samples for the rate yet
-				}
-				if len(res) != 1 || res[0].Metric["exported_service"] != "command" {
-					t.Fatalf("want one result for exported_service=command, got %+v", res)
-				}
-				v := res[0].Value
-				if math.Abs(v-100) > 10 {
-					t.Fatalf("mean upstream latency %v ms, want 100 ± 10", v)
-				}
-				values = append(values, v)
-			}
+			values := checkTutorialAverage(ctx, t, prom, stack, 3)
 			t.Logf("kong_upstream_latency_ms_60s_average for kong/command: %v", values)
-
-			// prometheus-adapter discovers the series with the rule's seriesQuery
-			// and maps exported_namespace/exported_service to the Service.
-			series, err := prom.Series(ctx, tutorialSeriesQuery)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(series) != 2 {
-				t.Fatalf("seriesQuery found %d series, want _sum and _count of command: %v", len(series), series)
-			}
-			for _, s := range series {
-				want := map[string]string{
-					"exported_namespace": "kong", "exported_service": "command",
-					"kubernetes_namespace": "kong", "kubernetes_name": "command", "kubernetes_kind": "Service",
-					"kong_service": "kong.command.80",
-					// The target labels a ServiceMonitor adds stay the target's.
-					"namespace": "kong", "service": "kong-metrics-sidecar", "pod": "kong-gateway-5d8f7c6b9-x2x7q",
-					"container": "kong-metrics-sidecar", "endpoint": "sidecar-metrics",
-				}
-				for k, v := range want {
-					if s[k] != v {
-						t.Errorf("series %v: %s = %q, want %q", s, k, s[k], v)
-					}
-				}
-			}
+			checkTutorialSeries(ctx, t, prom, "kong.command.80")
 		})
+	}
+}
+
+// checkTutorialAverage evaluates the tutorial's metricsQuery every 3 s
+// until it has given answers in a row, each 100 ± 10 ms, and returns them.
+func checkTutorialAverage(ctx context.Context, t *testing.T, prom *harness.Prometheus, stack *stack, answers int) []float64 {
+	t.Helper()
+	var values []float64
+	deadline := time.Now().Add(100 * time.Second)
+	for len(values) < answers {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stable answer in time; got %v\nsidecar output:\n%s", values, stack.sidecar.Output())
+		}
+		time.Sleep(3 * time.Second)
+		res, err := prom.Query(ctx, tutorialMetricsQuery)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res) == 0 {
+			continue // not enough samples for the rate yet
+		}
+		if len(res) != 1 || res[0].Metric["exported_service"] != "command" {
+			t.Fatalf("want one result for exported_service=command, got %+v", res)
+		}
+		v := res[0].Value
+		if math.Abs(v-100) > 10 {
+			t.Fatalf("mean upstream latency %v ms, want 100 ± 10", v)
+		}
+		values = append(values, v)
+	}
+	return values
+}
+
+// checkTutorialSeries checks what prometheus-adapter discovers with the
+// rule's seriesQuery: the _sum and _count of kong/command, carrying the
+// labels its resources.overrides map, and the ServiceMonitor's target
+// labels untouched.
+func checkTutorialSeries(ctx context.Context, t *testing.T, prom *harness.Prometheus, kongService string) {
+	t.Helper()
+	series, err := prom.Series(ctx, tutorialSeriesQuery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(series) != 2 {
+		t.Fatalf("seriesQuery found %d series, want _sum and _count of command: %v", len(series), series)
+	}
+	for _, s := range series {
+		want := map[string]string{
+			"exported_namespace": "kong", "exported_service": "command",
+			"kubernetes_namespace": "kong", "kubernetes_name": "command", "kubernetes_kind": "Service",
+			"kong_service": kongService,
+			// The target labels a ServiceMonitor adds stay the target's.
+			"namespace": "kong", "service": "kong-metrics-sidecar", "pod": "kong-gateway-5d8f7c6b9-x2x7q",
+			"container": "kong-metrics-sidecar", "endpoint": "sidecar-metrics",
+		}
+		for k, v := range want {
+			if s[k] != v {
+				t.Errorf("series %v: %s = %q, want %q", s, k, s[k], v)
+			}
+		}
 	}
 }
 
