@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/pem"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -63,18 +62,7 @@ func TestHTTPRouteThroughAdminAPIWithPrometheus(t *testing.T) {
 			"SIDECAR_KONG_ADMIN_TOKEN=integration-token",
 		})
 
-	trafficCtx, stopTraffic := context.WithCancel(ctx)
-	var trafficWG sync.WaitGroup
-	var served int
-	var trafficErr error
-	trafficWG.Go(func() { served, trafficErr = harness.Traffic(trafficCtx, stack.proxyURL, "0.1", 4) })
-	defer func() {
-		stopTraffic()
-		trafficWG.Wait()
-		if trafficErr != nil {
-			t.Errorf("traffic: %v (%d requests served)", trafficErr, served)
-		}
-	}()
+	runTutorialTraffic(ctx, t, stack)
 
 	prom, err := harness.StartPrometheus(t.TempDir(), serviceMonitorScrapeConfig(stack.sidecarAddr, false))
 	if err != nil {

@@ -34,18 +34,7 @@ func TestTutorialRuleWithPrometheus(t *testing.T) {
 	defer cancel()
 	stack := startStack(t, harness.TutorialExtension)
 
-	trafficCtx, stopTraffic := context.WithCancel(ctx)
-	var trafficWG sync.WaitGroup
-	var served int
-	var trafficErr error
-	trafficWG.Go(func() { served, trafficErr = harness.Traffic(trafficCtx, stack.proxyURL, "0.1", 4) })
-	defer func() {
-		stopTraffic()
-		trafficWG.Wait()
-		if trafficErr != nil {
-			t.Errorf("traffic: %v (%d requests served)", trafficErr, served)
-		}
-	}()
+	runTutorialTraffic(ctx, t, stack)
 
 	proms := map[bool]*harness.Prometheus{}
 	for _, honor := range []bool{false, true} {
@@ -131,6 +120,24 @@ func checkTutorialSeries(ctx context.Context, t *testing.T, prom *harness.Promet
 			}
 		}
 	}
+}
+
+// runTutorialTraffic runs the tutorial's request loop at sleep 0.1 against
+// the stack's simulator until the test ends, and fails the test if the
+// loop met an error.
+func runTutorialTraffic(ctx context.Context, t *testing.T, stack *stack) {
+	trafficCtx, stopTraffic := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var served int
+	var err error
+	wg.Go(func() { served, err = harness.Traffic(trafficCtx, stack.proxyURL, "0.1", 4) })
+	t.Cleanup(func() {
+		stopTraffic()
+		wg.Wait()
+		if err != nil {
+			t.Errorf("traffic: %v (%d requests served)", err, served)
+		}
+	})
 }
 
 // serviceMonitorScrapeConfig scrapes the sidecar as the Prometheus
