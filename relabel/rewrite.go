@@ -507,12 +507,17 @@ func isKongBucketTail(v []byte) bool {
 	if len(v) < i+4 || v[i] != '"' || v[i+1] != '}' || v[i+2] != ' ' {
 		return false
 	}
-	for _, c := range v[i+3:] {
-		if c-'0' > 9 {
-			return false
-		}
+	return allDigits(v[i+3:])
+}
+
+// allDigits reports whether every byte of s is a decimal digit. It has no
+// branch per byte: c-'0' and '9'-c both stay below 0x80 only for a digit.
+func allDigits(s []byte) bool {
+	var bad byte
+	for _, c := range s {
+		bad |= (c - '0') | ('9' - c)
 	}
-	return true
+	return bad < 0x80
 }
 
 // validBucketTail reports whether v, what follows `le="` on a bucket line,

@@ -84,3 +84,16 @@ func TestTailBounds(t *testing.T) {
 		t.Errorf("the tails hold %d bytes, want at most %d and close to it", n, maxTailBytes)
 	}
 }
+
+// TestAllDigits checks the branch-free digit test on every byte value, alone
+// and after digits.
+func TestAllDigits(t *testing.T) {
+	for c := range 256 {
+		want := c >= '0' && c <= '9'
+		for _, s := range [][]byte{{byte(c)}, {'1', '2', byte(c)}, {byte(c), '7'}} {
+			if got := allDigits(s); got != want {
+				t.Errorf("allDigits(%q) = %v, want %v", s, got, want)
+			}
+		}
+	}
+}
