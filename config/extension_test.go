@@ -1,16 +1,14 @@
 package config
 
 import (
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
-
-var update = flag.Bool("update", false, "rewrite the expected messages under testdata/")
 
 func TestParseExtensionValid(t *testing.T) {
 	tests := []struct {
@@ -78,20 +76,7 @@ func TestParseExtensionInvalid(t *testing.T) {
 			if ext != nil {
 				t.Errorf("returned an Extension with the error")
 			}
-			golden := strings.TrimSuffix(file, ".yaml") + ".err"
-			got := err.Error() + "\n"
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("reading expected message (run with -update): %v", err)
-			}
-			if got != string(want) {
-				t.Errorf("message:\n%s\nwant:\n%s", got, want)
-			}
+			golden.Check(t, strings.TrimSuffix(file, ".yaml")+".err", []byte(err.Error()+"\n"))
 		})
 	}
 }

@@ -3,11 +3,13 @@ package inject
 import (
 	"bytes"
 	"encoding/json"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -94,7 +96,7 @@ func TestFixtures(t *testing.T) {
 			case tc.warning != "" && (len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], tc.warning)):
 				t.Errorf("warnings %q, want one containing %q", resp.Warnings, tc.warning)
 			}
-			checkGolden(t, tc.name+".response.json", responseGolden(t, resp))
+			golden.Check(t, filepath.Join("testdata", "golden", tc.name+".response.json"), responseGolden(t, resp))
 
 			if tc.result != "injected" {
 				if resp.Patch != nil || resp.PatchType != nil {
@@ -106,7 +108,7 @@ func TestFixtures(t *testing.T) {
 				t.Fatalf("patchType %v, want JSONPatch", resp.PatchType)
 			}
 			patched := applyPatch(t, in.Request.Object.Raw, resp.Patch)
-			checkGolden(t, tc.name+".pod.json", normalizeJSON(t, patched))
+			golden.Check(t, filepath.Join("testdata", "golden", tc.name+".pod.json"), normalizeJSON(t, patched))
 			checkInjectedPod(t, in.Request.Object.Raw, patched, tc.mode, tc.upstream)
 
 			// The API server calls again (reinvocationPolicy: IfNeeded)

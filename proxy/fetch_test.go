@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
@@ -181,7 +182,7 @@ func TestUpstreamFailures(t *testing.T) {
 
 			if tc.serve != nil {
 				good := scrape(t, h, nil)
-				checkGolden(t, fixtureGolden, good.kong)
+				golden.Check(t, fixtureGolden, good.kong)
 				good.checkUp(t, 1, nil)
 				failing.Store(true)
 			}
@@ -195,7 +196,7 @@ func TestUpstreamFailures(t *testing.T) {
 			}
 			failing.Store(false)
 			again := scrape(t, h, nil)
-			checkGolden(t, fixtureGolden, again.kong)
+			golden.Check(t, fixtureGolden, again.kong)
 			again.checkUp(t, 1, wantErrors)
 			again.checkKept(t)
 		})
@@ -318,7 +319,7 @@ func TestUpstreamQuirks(t *testing.T) {
 			h := newHandler(t, proxy.Options{UpstreamURL: up.URL, MaxUpstreamBytes: tc.maxBytes})
 			s := scrape(t, h, nil)
 			if tc.golden {
-				checkGolden(t, fixtureGolden, s.kong)
+				golden.Check(t, fixtureGolden, s.kong)
 			}
 			if len(s.kong) == 0 {
 				t.Error("no Kong part")
@@ -440,10 +441,10 @@ func TestConcurrentScrapesShareOneFetch(t *testing.T) {
 		t.Errorf("%d concurrent scrapes made %d upstream requests, want 1", n, got)
 	}
 	first := splitKong(t, bodies[0])
-	checkGolden(t, fixtureGolden, first)
+	golden.Check(t, fixtureGolden, first)
 	for i, body := range bodies {
 		if kong := splitKong(t, body); !bytes.Equal(kong, first) {
-			t.Errorf("scrape %d got a different Kong part:\n%s", i, firstDiff(string(first), string(kong)))
+			t.Errorf("scrape %d got a different Kong part:\n%s", i, golden.FirstDiff(first, kong))
 		}
 	}
 	s := scraped{body: bodies[n-1], families: parseStrictly(t, bodies[n-1])}

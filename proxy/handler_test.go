@@ -12,6 +12,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
@@ -24,7 +25,7 @@ func TestScrapeFixture(t *testing.T) {
 	h := newHandler(t, proxy.Options{UpstreamURL: up.URL})
 
 	s := scrape(t, h, nil)
-	checkGolden(t, fixtureGolden, s.kong)
+	golden.Check(t, fixtureGolden, s.kong)
 
 	const added = `kubernetes_namespace="kong",kubernetes_name="command",kubernetes_kind="Service",exported_namespace="kong",exported_service="command"`
 	for _, want := range []string{

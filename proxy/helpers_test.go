@@ -3,17 +3,13 @@ package proxy_test
 import (
 	"bytes"
 	"compress/gzip"
-	"flag"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,14 +23,12 @@ import (
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
-
 // fixturePath is Kong 3.9's sample page, shared by the whole project.
 const fixturePath = "../../shared/fixtures/kong-3.9-metrics.prom"
 
 // fixtureGolden is the Kong part of an answer for the fixture under the
 // tutorial's selection (kong/command, latency).
-const fixtureGolden = "fixture-command-latency.golden"
+const fixtureGolden = "testdata/fixture-command-latency.golden"
 
 // kongContentType is what Kong's status listener answers with.
 const kongContentType = "text/plain; charset=UTF-8"
@@ -347,43 +341,4 @@ func (s scraped) checkKept(t *testing.T) {
 	if got, want := s.value(t, ownPrefix+"series_kept"), float64(seriesLines(s.kong)); got != want {
 		t.Errorf("series_kept = %v, but the Kong part has %v series lines", got, want)
 	}
-}
-
-// checkGolden compares got with testdata/name, which -update rewrites.
-func checkGolden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("reading the golden file (run with -update to create it): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("Kong part differs from %s (run with -update after checking the diff):\n%s", path, firstDiff(string(want), string(got)))
-	}
-}
-
-// firstDiff describes the first line where got departs from want.
-func firstDiff(want, got string) string {
-	wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for i := range max(len(wl), len(gl)) {
-		var w, g string
-		if i < len(wl) {
-			w = wl[i]
-		}
-		if i < len(gl) {
-			g = gl[i]
-		}
-		if w != g {
-			return "line " + strconv.Itoa(i+1) + ":\n want " + w + "\n  got " + g
-		}
-	}
-	return "(no line differs)"
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
@@ -26,7 +27,7 @@ func TestMinFetchInterval(t *testing.T) {
 
 	for i, header := range []http.Header{nil, {"Accept-Encoding": {"gzip"}}, nil} {
 		s := scrape(t, h, header)
-		checkGolden(t, fixtureGolden, s.kong)
+		golden.Check(t, fixtureGolden, s.kong)
 		s.checkUp(t, 1, nil)
 		if got := s.value(t, ownPrefix+"upstream_fetches_total"); got != 1 {
 			t.Errorf("scrape %d: upstream_fetches_total = %v, want 1", i, got)
@@ -55,7 +56,7 @@ func TestMinFetchIntervalExpires(t *testing.T) {
 	scrape(t, h, nil)
 	time.Sleep(2 * interval)
 	s := scrape(t, h, nil)
-	checkGolden(t, fixtureGolden, s.kong)
+	golden.Check(t, fixtureGolden, s.kong)
 	if n := up.requests.Load(); n != 2 {
 		t.Errorf("%d upstream requests for two scrapes an interval apart, want 2", n)
 	}
@@ -87,7 +88,7 @@ func TestMinFetchIntervalFailure(t *testing.T) {
 	}
 	failing.Store(false)
 	good := scrape(t, h, nil)
-	checkGolden(t, fixtureGolden, good.kong)
+	golden.Check(t, fixtureGolden, good.kong)
 
 	// A configuration change makes the next scrape fetch; when that fails,
 	// the scrape after it fetches again rather than reuse anything.
@@ -135,11 +136,11 @@ func TestLargeResultHeldCompressed(t *testing.T) {
 		proxy.SetPlainLimit(h, limit)
 
 		plain := scrape(t, h, nil)
-		checkGolden(t, fixtureGolden, plain.kong)
+		golden.Check(t, fixtureGolden, plain.kong)
 
 		rec := serve(h, http.MethodGet, "/metrics", http.Header{"Accept-Encoding": {"gzip"}})
 		zipped := checkAnswer(t, rec)
-		checkGolden(t, fixtureGolden, zipped.kong)
+		golden.Check(t, fixtureGolden, zipped.kong)
 		checkOneMember(t, rec.Body.Bytes())
 	}
 }

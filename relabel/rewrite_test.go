@@ -2,18 +2,16 @@ package relabel
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 // fixturePath is Kong 3.9's sample page, shared by the whole project.
 const fixturePath = "../../shared/fixtures/kong-3.9-metrics.prom"
@@ -128,19 +126,7 @@ func TestFixtureGolden(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			out, stats := rewriteAll(New(tc.sel), page)
 			mustParseStrictly(t, out)
-			golden := filepath.Join("testdata", "fixture-"+tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, out, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("reading golden file (run with -update to create it): %v", err)
-			}
-			if !bytes.Equal(out, want) {
-				t.Errorf("output differs from %s (run with -update after checking the diff):\n%s", golden, out)
-			}
+			golden.Check(t, filepath.Join("testdata", "fixture-"+tc.name+".golden"), out)
 			if got := bytes.Count(out, []byte("\n")) - bytes.Count(out, []byte("\n#")) - boolInt(bytes.HasPrefix(out, []byte("#"))); got != stats.Kept {
 				t.Errorf("Stats.Kept = %d, but the output has %d series lines", stats.Kept, got)
 			}

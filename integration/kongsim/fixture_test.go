@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -58,7 +59,7 @@ func TestFixtureReproduced(t *testing.T) {
 	want := readFixture(t)
 	got := writeMetrics(t, fixtureSimulator(t))
 	if !bytes.Equal(got, want) {
-		t.Errorf("output differs from the fixture: %s", firstDiff(got, want))
+		t.Errorf("output differs from the fixture: %s", golden.FirstDiff(want, got))
 	}
 }
 
@@ -179,24 +180,6 @@ func parseSample(t *testing.T, line string) (name string, labels []label, value 
 		t.Fatalf("no value in %q", line)
 	}
 	return name, labels, rest[1:]
-}
-
-func firstDiff(got, want []byte) string {
-	g := strings.Split(string(got), "\n")
-	w := strings.Split(string(want), "\n")
-	for i := range max(len(g), len(w)) {
-		var gl, wl string
-		if i < len(g) {
-			gl = g[i]
-		}
-		if i < len(w) {
-			wl = w[i]
-		}
-		if gl != wl {
-			return fmt.Sprintf("line %d: got\n\t%q\nwant\n\t%q", i+1, gl, wl)
-		}
-	}
-	return "the bodies differ only in bytes that do not split into lines"
 }
 
 // fixtureTraffic rebuilds, from the fixture's numbers, requests that make

@@ -1,14 +1,11 @@
 package kongsim
 
 import (
-	"bytes"
-	"flag"
-	"os"
 	"path/filepath"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
+)
 
 // goldenCases are deterministic recorded scenarios, each pinned to
 // testdata/<name>.golden.
@@ -106,20 +103,7 @@ func goldenOutput(t *testing.T, name string) []byte {
 func TestGolden(t *testing.T) {
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := goldenOutput(t, tc.name)
-			path := filepath.Join("testdata", tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("output differs from %s: %s", path, firstDiff(got, want))
-			}
+			golden.Check(t, filepath.Join("testdata", tc.name+".golden"), goldenOutput(t, tc.name))
 		})
 	}
 }

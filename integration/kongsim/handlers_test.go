@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -225,7 +226,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Errorf("Content-Length %d, Transfer-Encoding %v; want chunked", resp.ContentLength, resp.TransferEncoding)
 	}
 	if want := readFixture(t); !bytes.Equal(body, want) {
-		t.Errorf("body differs from the fixture: %s", firstDiff(body, want))
+		t.Errorf("body differs from the fixture: %s", golden.FirstDiff(want, body))
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 )
 
 // kongMetricData re-renders a body (one subsystem's block, without raw
@@ -112,7 +114,7 @@ func TestKongOrder(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			want := kongMetricData(t, tc.body)
 			if !bytes.Equal(tc.body, want) {
-				t.Errorf("not in Kong's order: %s", firstDiff(tc.body, want))
+				t.Errorf("not in Kong's order: %s", golden.FirstDiff(want, tc.body))
 			}
 		})
 	}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 )
 
 // TestPageSize checks the page against the sizes the fixture README gives
@@ -74,7 +76,7 @@ func TestPageDeterministic(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(a.Bytes(), b.Bytes()) {
-		t.Errorf("two pages of 200 routes differ: %s", firstDiff(a.Bytes(), b.Bytes()))
+		t.Errorf("two pages of 200 routes differ: %s", golden.FirstDiff(b.Bytes(), a.Bytes()))
 	}
 	// Route i does not depend on the page's size.
 	small, large := PageServices(10), PageServices(20)
