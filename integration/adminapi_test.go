@@ -2,7 +2,7 @@ package integration
 
 import (
 	"context"
-	"encoding/pem"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -39,8 +39,7 @@ func TestHTTPRouteThroughAdminAPIWithPrometheus(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
-	if err := harness.WritePair(caFile, filepath.Join(dir, "unused"), caPEM, nil); err != nil {
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	adminAddr, err := harness.FreeAddr()

@@ -3,11 +3,11 @@ package kongadmin
 import (
 	"context"
 	"crypto/tls"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -137,7 +137,7 @@ func TestMutualTLS(t *testing.T) {
 	}
 	dir := t.TempDir()
 	caFile, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := harness.WritePair(caFile, filepath.Join(dir, "unused"), pemCert(ca), nil); err != nil {
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	srvCert, srvKey, err := ca.Issue(2, time.Now().Add(time.Hour))
@@ -185,7 +185,7 @@ func TestMutualTLS(t *testing.T) {
 
 	// A server certificate the CA file does not sign is a tls error.
 	otherCAFile := filepath.Join(dir, "other-ca.pem")
-	if err := harness.WritePair(otherCAFile, filepath.Join(dir, "unused"), pemCert(otherCA), nil); err != nil {
+	if err := os.WriteFile(otherCAFile, otherCA.CertPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	wrongCA, _ := NewClient(ClientOptions{URL: srv.URL, CAFile: otherCAFile, CertFile: certFile, KeyFile: keyFile})
@@ -364,8 +364,4 @@ func waitVersion(t *testing.T, r *Refresher, v uint64) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-}
-
-func pemCert(ca *harness.CA) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
 }

@@ -137,21 +137,10 @@ func TestServes(t *testing.T) {
 		}
 	}()
 
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: caPool}}}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		res, err := client.Get("https://" + webhookAddr + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready after 10s: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := harness.WaitHTTPS("https://"+webhookAddr+"/readyz", caPool, nil, 10*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
 	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: caPool}}}
 
 	fixture, err := os.ReadFile("../../inject/testdata/admission/minimal-opted-in.json")
 	if err != nil {

@@ -28,6 +28,7 @@ import (
 	cmv1beta1 "k8s.io/metrics/pkg/apis/custom_metrics/v1beta1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/adapter"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/fakekubelet"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
@@ -188,19 +189,7 @@ func startInjector(t *testing.T, w *world, c *cluster.Cluster, objs []*unstructu
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(dep.Object, &d); err != nil {
 		t.Fatal(err)
 	}
-	kp, err := c.CA.Issue(cluster.CertRequest{
-		CommonName: "kong-metrics-injector",
-		DNSNames:   []string{"kong-metrics-injector.kong-metrics-sidecar-system.svc", "localhost"},
-		IPs:        []net.IP{net.IPv4(127, 0, 0, 1)},
-		Server:     true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key, err := kp.Write(dir, "tls")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, key := servingCert(t, c, dir, "kong-metrics-injector.kong-metrics-sidecar-system.svc")
 	env := []string{
 		"INJECTOR_LISTEN_ADDR=" + addr,
 		"INJECTOR_TLS_CERT_FILE=" + cert,
@@ -220,7 +209,7 @@ func startInjector(t *testing.T, w *world, c *cluster.Cluster, objs []*unstructu
 		t.Fatal(err)
 	}
 	w.started(p)
-	if err := waitTLS("https://"+addr+"/readyz", c.CA.CertPEM, p, 30*time.Second); err != nil {
+	if err := harness.WaitHTTPS("https://"+addr+"/readyz", c.CA.Pool(), p, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	w.step("injector ready on %s (%s)", addr, strings.Join(env[4:], " "))
@@ -452,32 +441,28 @@ func startPrometheus(ctx context.Context, t *testing.T, w *world, c *cluster.Clu
 	return prom
 }
 
-// shippedRules are the prometheus-adapter rules of the shipped values.yaml
-// (rules.custom), verbatim.
-func shippedRules(t *testing.T) []any {
+// shippedAdapterConfig is prometheus-adapter's --config as the shipped
+// values.yaml makes it: rules.custom, verbatim, under rules:.
+func shippedAdapterConfig(t *testing.T) []byte {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "manifests", "monitoring", "prometheus-adapter", "values.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var values struct {
-		Rules struct {
-			Custom []any `json:"custom"`
-		} `json:"rules"`
-	}
-	if err := yaml.Unmarshal(data, &values); err != nil {
+	cfg, err := adapter.ConfigFromChartValues(data)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(values.Rules.Custom) == 0 {
-		t.Fatal("values.yaml has no rules.custom")
-	}
-	return values.Rules.Custom
+	return cfg
 }
 
 func step3Scrape(ctx context.Context, t *testing.T, w *world, prom *harness.Prometheus) {
 	t.Helper()
-	rule, _ := shippedRules(t)[0].(map[string]any)
-	seriesQuery, _ := rule["seriesQuery"].(string)
+	cfg, err := adapter.ParseConfig(shippedAdapterConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seriesQuery := cfg.Rules[0].SeriesQuery
 	w.waitFor(ctx, 90*time.Second, "the rule's seriesQuery finds the sidecar's command series with the ServiceMonitor's target labels", func() (bool, string) {
 		series, err := prom.Series(ctx, seriesQuery)
 		if err != nil {
@@ -506,27 +491,11 @@ func startAdapter(t *testing.T, w *world, c *cluster.Cluster, bin, addr, promURL
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := yaml.Marshal(map[string]any{"rules": shippedRules(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfgFile := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfgFile, cfg, 0o644); err != nil {
+	if err := os.WriteFile(cfgFile, shippedAdapterConfig(t), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	kp, err := c.CA.Issue(cluster.CertRequest{
-		CommonName: "prometheus-adapter",
-		DNSNames:   []string{"prometheus-adapter.prometheus.svc", "localhost"},
-		IPs:        []net.IP{net.IPv4(127, 0, 0, 1)},
-		Server:     true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key, err := kp.Write(dir, "tls")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, key := servingCert(t, c, dir, "prometheus-adapter.prometheus.svc")
 	// The chart's ServiceAccount, as a client certificate's user name: the
 	// RBAC the overlay applies is what the adapter gets.
 	kubeconfig, err := c.Kubeconfig("prometheus-adapter", "system:serviceaccount:prometheus:prometheus-adapter",
@@ -736,4 +705,20 @@ func step6Reload(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster
 		}
 	}
 	w.step("step 6 passed: the custom metric is gone (404) %s after the update, and stays gone", gone)
+}
+
+// servingCert writes a serving certificate from the cluster's CA, for
+// 127.0.0.1, localhost and a Service's DNS name, into dir as tls.crt and
+// tls.key.
+func servingCert(t *testing.T, c *cluster.Cluster, dir, dnsName string) (certFile, keyFile string) {
+	t.Helper()
+	certPEM, keyPEM, err := c.CA.Issue(0, time.Time{}, dnsName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := harness.WritePair(certFile, keyFile, certPEM, keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }

@@ -2,11 +2,7 @@ package e2e_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,30 +91,6 @@ func (w *world) waitFor(ctx context.Context, timeout time.Duration, what string,
 			w.t.Fatalf("%s: not after %s; last observed: %s", what, timeout, last)
 		}
 		time.Sleep(500 * time.Millisecond)
-	}
-}
-
-// waitTLS polls an HTTPS URL served with a certificate from caPEM until it
-// answers 200.
-func waitTLS(url string, caPEM []byte, p *harness.Process, timeout time.Duration) error {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("HTTP %s", resp.Status)
-		}
-		if p.Exited() || time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready: %w\n%s", url, err, p.Output())
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -6,6 +6,8 @@ package harness
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -140,10 +142,24 @@ func (p *Process) Stop(grace time.Duration) {
 	}
 }
 
-// WaitHTTP polls url until it answers 200, the process exits or timeout passes.
+// WaitHTTP polls url until it answers 200, the process exits or timeout
+// passes. p may be nil.
 func WaitHTTP(url string, p *Process, timeout time.Duration) error {
+	return waitOK(&http.Client{Timeout: time.Second}, url, p, timeout)
+}
+
+// WaitHTTPS is WaitHTTP for an https URL served with a certificate that
+// pool trusts.
+func WaitHTTPS(url string, pool *x509.CertPool, p *Process, timeout time.Duration) error {
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+	}}
+	defer client.CloseIdleConnections()
+	return waitOK(client, url, p, timeout)
+}
+
+func waitOK(client *http.Client, url string, p *Process, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	client := &http.Client{Timeout: time.Second}
 	for {
 		resp, err := client.Get(url)
 		if err == nil {

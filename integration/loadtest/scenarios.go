@@ -3,19 +3,12 @@ package loadtest
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -169,7 +162,15 @@ func MeasureAdmission(ctx context.Context, rate int, d time.Duration) (Admission
 	if err != nil {
 		return r, err
 	}
-	cert, pool, err := selfSigned()
+	ca, err := harness.NewCA()
+	if err != nil {
+		return r, err
+	}
+	certPEM, keyPEM, err := ca.Issue(0, time.Time{})
+	if err != nil {
+		return r, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return r, err
 	}
@@ -182,7 +183,7 @@ func MeasureAdmission(ctx context.Context, rate int, d time.Duration) (Admission
 		Mutate: inject.NewHandler(inject.Config{
 			Image: "kong-metrics-sidecar:loadtest", Mode: inject.ModeNative, DefaultConfigMap: "kong-metrics-sidecar", Version: "loadtest",
 		}, logger, metrics),
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert, nil },
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil },
 		Gatherer:       reg,
 		Logger:         logger,
 	})
@@ -196,7 +197,7 @@ func MeasureAdmission(ctx context.Context, rate int, d time.Duration) (Admission
 
 	url := "https://" + srv.Addr().String() + "/mutate"
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		TLSClientConfig:     &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12},
 		MaxIdleConnsPerHost: 64,
 	}}
 	defer client.CloseIdleConnections()
@@ -273,32 +274,4 @@ func admit(ctx context.Context, client *http.Client, url string, body []byte) (t
 		return 0, fmt.Errorf("admission: not an allowed response with a patch (%v): %.200s", err, out)
 	}
 	return elapsed, nil
-}
-
-// selfSigned makes a certificate for 127.0.0.1 and a pool that trusts it.
-func selfSigned() (*tls.Certificate, *x509.CertPool, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "kong-metrics-injector.loadtest"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool, nil
 }

@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
-	"sigs.k8s.io/yaml"
 )
 
 // shippedConfig is the rule of the shipped values.yaml, verbatim, in
@@ -29,15 +28,7 @@ func shippedConfig(t *testing.T) *Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var values struct {
-		Rules struct {
-			Custom []any `json:"custom"`
-		} `json:"rules"`
-	}
-	if err := yaml.Unmarshal(data, &values); err != nil {
-		t.Fatal(err)
-	}
-	out, err := yaml.Marshal(map[string]any{"rules": values.Rules.Custom})
+	out, err := ConfigFromChartValues(data)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,6 +60,24 @@ func LoadConfig(path string) (*Config, error) {
 	return cfg, nil
 }
 
+// ConfigFromChartValues returns the --config text that the Helm chart's
+// values.yaml gives prometheus-adapter: its rules.custom list, verbatim,
+// under rules:.
+func ConfigFromChartValues(values []byte) ([]byte, error) {
+	var v struct {
+		Rules struct {
+			Custom []any `json:"custom"`
+		} `json:"rules"`
+	}
+	if err := yaml.Unmarshal(values, &v); err != nil {
+		return nil, fmt.Errorf("chart values: %w", err)
+	}
+	if len(v.Rules.Custom) == 0 {
+		return nil, fmt.Errorf("chart values: no rules.custom")
+	}
+	return yaml.Marshal(map[string]any{"rules": v.Rules.Custom})
+}
+
 // ParseConfig decodes a config strictly and compiles nothing yet; see
 // Compile.
 func ParseConfig(data []byte) (*Config, error) {

@@ -49,10 +49,10 @@ type Cluster struct {
 	URL string
 	// CA signs the API server's certificate and every client certificate;
 	// Serving certificates of the test's webhook and adapter come from it too.
-	CA *CA
+	CA *harness.CA
 	// FrontProxyCA signs the API server's client certificate for the
 	// aggregation layer; extension API servers trust it for request headers.
-	FrontProxyCA *CA
+	FrontProxyCA *harness.CA
 	// FrontProxyCAFile is FrontProxyCA's certificate on disk.
 	FrontProxyCAFile string
 	// Admin is a system:masters client configuration, AdminKubeconfig its file.
@@ -82,10 +82,10 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := os.MkdirAll(pki, 0o700); err != nil {
 		return c, err
 	}
-	if c.CA, err = NewCA("e2e-cluster-ca"); err != nil {
+	if c.CA, err = harness.NewNamedCA("e2e-cluster-ca"); err != nil {
 		return c, err
 	}
-	if c.FrontProxyCA, err = NewCA("e2e-front-proxy-ca"); err != nil {
+	if c.FrontProxyCA, err = harness.NewNamedCA("e2e-front-proxy-ca"); err != nil {
 		return c, err
 	}
 	caFile := filepath.Join(pki, "ca.crt")
@@ -96,7 +96,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := os.WriteFile(c.FrontProxyCAFile, c.FrontProxyCA.CertPEM, 0o644); err != nil {
 		return c, err
 	}
-	serving, err := c.CA.Issue(CertRequest{CommonName: "kube-apiserver", DNSNames: apiServerNames,
+	serving, err := c.CA.IssuePair(harness.CertRequest{CommonName: "kube-apiserver", DNSNames: apiServerNames,
 		IPs: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 0, 0, 1)}, Server: true})
 	if err != nil {
 		return c, err
@@ -105,7 +105,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err != nil {
 		return c, err
 	}
-	proxy, err := c.FrontProxyCA.Issue(CertRequest{CommonName: "front-proxy-client", Client: true})
+	proxy, err := c.FrontProxyCA.IssuePair(harness.CertRequest{CommonName: "front-proxy-client", Client: true})
 	if err != nil {
 		return c, err
 	}
@@ -274,7 +274,7 @@ func (c *Cluster) waitReady(ctx context.Context, api *harness.Process, timeout t
 // Kubeconfig issues a client certificate for user (in groups) and writes a
 // kubeconfig named <name>.kubeconfig that uses it; it returns the file.
 func (c *Cluster) Kubeconfig(name, user string, groups []string) (string, error) {
-	kp, err := c.CA.Issue(CertRequest{CommonName: user, Organizations: groups, Client: true})
+	kp, err := c.CA.IssuePair(harness.CertRequest{CommonName: user, Organizations: groups, Client: true})
 	if err != nil {
 		return "", err
 	}
