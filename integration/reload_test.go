@@ -42,19 +42,11 @@ spec:
   config:
     statusCode: true
 `
-	extInvalid = `kind: DataPlaneMetricsExtension
-apiVersion: gateway-operator.konghq.com/v1alpha1
-metadata:
-  name: billing
-  namespace: default
-spec:
-  serviceSelector:
-    matchNames:
-    - name: billing
-  config:
-    statusCodes: true
-`
 )
+
+// extInvalid is extBillingStatus with a misspelt field, which the strict
+// decoder refuses.
+var extInvalid = strings.Replace(extBillingStatus, "statusCode:", "statusCodes:", 1)
 
 // Series that tell which file is in use.
 const (

@@ -84,26 +84,17 @@ func TestAdminAPIDownSlowAndUp(t *testing.T) {
 	var releaseOnce sync.Once
 	defer releaseOnce.Do(func() { close(admin.release) })
 
-	addr, err := harness.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
 	configFile := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(configFile, []byte(adminExtension), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, err := harness.Start("sidecar", bin, nil, []string{
-		"SIDECAR_LISTEN_ADDR=" + addr,
-		"SIDECAR_UPSTREAM_URL=" + kong.URL + "/metrics",
-		"SIDECAR_CONFIG_FILE=" + configFile,
-		"SIDECAR_KONG_ADMIN_URL=" + adminSrv.URL,
+	addr, p := startSidecar(t, bin,
+		"SIDECAR_UPSTREAM_URL="+kong.URL+"/metrics",
+		"SIDECAR_CONFIG_FILE="+configFile,
+		"SIDECAR_KONG_ADMIN_URL="+adminSrv.URL,
 		"SIDECAR_KONG_ADMIN_REFRESH_INTERVAL=100ms",
 		"SIDECAR_LOG_FORMAT=text",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop(5 * time.Second)
+	)
 	if err := harness.WaitHTTP("http://"+addr+"/readyz", p, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}

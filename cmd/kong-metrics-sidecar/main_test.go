@@ -61,21 +61,12 @@ func TestFlags(t *testing.T) {
 // gives the pod SIDECAR_SERVICE_HOST and friends, which must not stop it.
 func TestServiceNamedSidecar(t *testing.T) {
 	bin := buildSidecar(t)
-	addr, err := harness.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := harness.Start("sidecar", bin, nil, []string{
-		"SIDECAR_LISTEN_ADDR=" + addr,
-		"SIDECAR_CONFIG_FILE=" + filepath.Join(t.TempDir(), "absent.yaml"),
+	addr, p := startSidecar(t, bin,
+		"SIDECAR_CONFIG_FILE="+filepath.Join(t.TempDir(), "absent.yaml"),
 		"SIDECAR_SERVICE_HOST=10.96.0.10", "SIDECAR_SERVICE_PORT=9542", "SIDECAR_PORT=tcp://10.96.0.10:9542",
 		"SIDECAR_PORT_9542_TCP=tcp://10.96.0.10:9542", "SIDECAR_PORT_9542_TCP_PROTO=tcp",
 		"SIDECAR_PORT_9542_TCP_PORT=9542", "SIDECAR_PORT_9542_TCP_ADDR=10.96.0.10",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop(5 * time.Second)
+	)
 	if err := harness.WaitHTTP("http://"+addr+"/readyz", p, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -101,17 +92,9 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := buildSidecar(t)
-	addr, err := harness.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := harness.Start("sidecar", bin, nil, []string{
-		"SIDECAR_LISTEN_ADDR=" + addr, "SIDECAR_UPSTREAM_URL=" + kong.URL + "/metrics", "SIDECAR_CONFIG_FILE=" + cfg,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop(5 * time.Second)
+	addr, p := startSidecar(t, bin,
+		"SIDECAR_UPSTREAM_URL="+kong.URL+"/metrics", "SIDECAR_CONFIG_FILE="+cfg,
+	)
 	if err := harness.WaitHTTP("http://"+addr+"/healthz", p, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -167,6 +150,22 @@ func buildSidecar(t *testing.T) string {
 	return bins["kong-metrics-sidecar"]
 }
 
+// startSidecar starts bin on a free loopback address with env added to
+// SIDECAR_LISTEN_ADDR, and stops it when the test ends.
+func startSidecar(t *testing.T, bin string, env ...string) (addr string, p *harness.Process) {
+	t.Helper()
+	addr, err := harness.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err = harness.Start("sidecar", bin, nil, append([]string{"SIDECAR_LISTEN_ADDR=" + addr}, env...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(5 * time.Second) })
+	return addr, p
+}
+
 func must[T any](v T, err error) T {
 	if err != nil {
 		panic(err)
@@ -179,19 +178,10 @@ func must[T any](v T, err error) T {
 // is ignored.
 func TestServerSurface(t *testing.T) {
 	bin := buildSidecar(t)
-	addr, err := harness.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := harness.Start("sidecar", bin, nil, []string{
-		"SIDECAR_LISTEN_ADDR=" + addr,
-		"SIDECAR_CONFIG_FILE=" + filepath.Join(t.TempDir(), "absent.yaml"),
+	addr, p := startSidecar(t, bin,
+		"SIDECAR_CONFIG_FILE="+filepath.Join(t.TempDir(), "absent.yaml"),
 		"SIDECAR_UPSTREAM_URL=http://127.0.0.1:1/metrics",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop(5 * time.Second)
+	)
 	if err := harness.WaitHTTP("http://"+addr+"/healthz", p, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -49,18 +49,10 @@ func TestWebConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := buildSidecar(t)
-	addr, err := harness.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := harness.Start("sidecar", bin, nil, []string{
-		"SIDECAR_LISTEN_ADDR=" + addr, "SIDECAR_WEB_CONFIG_FILE=" + webConfig,
-		"SIDECAR_CONFIG_FILE=" + filepath.Join(dir, "absent.yaml"), "SIDECAR_UPSTREAM_URL=http://127.0.0.1:1/metrics",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop(5 * time.Second)
+	addr, p := startSidecar(t, bin,
+		"SIDECAR_WEB_CONFIG_FILE="+webConfig,
+		"SIDECAR_CONFIG_FILE="+filepath.Join(dir, "absent.yaml"), "SIDECAR_UPSTREAM_URL=http://127.0.0.1:1/metrics",
+	)
 
 	var served *x509.Certificate
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
