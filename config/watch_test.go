@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kubelet"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
@@ -721,10 +722,7 @@ func TestKubeletStepByStep(t *testing.T) {
 // goroutines nor open files may grow.
 func TestReloadUnderScrapes(t *testing.T) {
 	const swaps, scrapers = 300, 4
-	page, err := os.ReadFile("../../shared/fixtures/kong-3.9-metrics.prom")
-	if err != nil {
-		t.Fatalf("reading Kong's sample page: %v", err)
-	}
+	page := kongsim.Sample()
 	versions := [][]byte{commandLatency, billingStatus, bothBandwidth}
 	expected := make([][]byte, len(versions))
 	for i, v := range versions {

@@ -17,11 +17,9 @@ import (
 	"time"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kubelet"
 )
-
-// kongPagePath is Kong 3.9's sample page, shared by the whole project.
-const kongPagePath = "../../shared/fixtures/kong-3.9-metrics.prom"
 
 // maxReloadLatency bounds how long the sidecar may take to serve a changed
 // ConfigMap: two debounces of 150 ms, a scrape, and scheduling.
@@ -67,10 +65,7 @@ type reloadSidecar struct {
 // payload (none: the volume directory does not exist yet).
 func startReloadSidecar(t *testing.T, payload map[string][]byte) *reloadSidecar {
 	t.Helper()
-	page, err := os.ReadFile(kongPagePath)
-	if err != nil {
-		t.Fatalf("reading Kong's sample page: %v", err)
-	}
+	page := kongsim.Sample()
 	kong := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
 		w.Write(page)

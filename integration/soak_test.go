@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kubelet"
 )
 
@@ -37,10 +38,7 @@ func soakDuration(t *testing.T) time.Duration {
 // sidecar's goroutines, heap and open files stay flat.
 func TestSoak(t *testing.T) {
 	duration := soakDuration(t)
-	page, err := os.ReadFile(kongPagePath)
-	if err != nil {
-		t.Fatalf("reading Kong's sample page: %v", err)
-	}
+	page := kongsim.Sample()
 	var fetches, injected atomic.Int64
 	kong := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if fetches.Add(1)%25 == 0 {

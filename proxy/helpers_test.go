@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -19,12 +18,10 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
-
-// fixturePath is Kong 3.9's sample page, shared by the whole project.
-const fixturePath = "../../shared/fixtures/kong-3.9-metrics.prom"
 
 // fixtureGolden is the Kong part of an answer for the fixture under the
 // tutorial's selection (kong/command, latency).
@@ -56,10 +53,7 @@ func billingBandwidth() *relabel.Rewriter {
 
 func readFixture(t *testing.T) []byte {
 	t.Helper()
-	page, err := os.ReadFile(fixturePath)
-	if err != nil {
-		t.Fatalf("reading Kong's sample page: %v", err)
-	}
+	page := kongsim.Sample()
 	return page
 }
 

@@ -2,21 +2,19 @@ package relabel
 
 import (
 	"bytes"
-	"os"
 	"testing"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
 )
 
 // FuzzRewrite feeds arbitrary pages to the rewriter: it must not panic, its
 // output must parse with the strict parser, and every kept line must carry
 // each added label exactly once.
 func FuzzRewrite(f *testing.F) {
-	page, err := os.ReadFile(fixturePath)
-	if err != nil {
-		f.Fatal(err)
-	}
+	page := kongsim.Sample()
 	f.Add(page)
 	for line := range bytes.Lines(page) {
 		f.Add(line)

@@ -2,7 +2,6 @@ package relabel
 
 import (
 	"bytes"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -422,10 +421,7 @@ func fuzzSelection(b [3]byte) Selection {
 // FuzzRewriteMatchesReference: the rewriter writes exactly what the
 // reference writes and counts exactly what it counts, line for line.
 func FuzzRewriteMatchesReference(f *testing.F) {
-	page, err := os.ReadFile(fixturePath)
-	if err != nil {
-		f.Fatal(err)
-	}
+	page := kongsim.Sample()
 	all := byte(0x0f)
 	f.Add(page, all, all, all)
 	f.Add(page, byte(Latency), byte(0), byte(StatusCode))

@@ -2,19 +2,17 @@ package relabel
 
 import (
 	"bytes"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-)
 
-// fixturePath is Kong 3.9's sample page, shared by the whole project.
-const fixturePath = "../../shared/fixtures/kong-3.9-metrics.prom"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
+)
 
 var (
 	command = Service{Namespace: "kong", Name: "command"}
@@ -106,10 +104,7 @@ func TestAppendLine(t *testing.T) {
 }
 
 func TestFixtureGolden(t *testing.T) {
-	page, err := os.ReadFile(fixturePath)
-	if err != nil {
-		t.Fatalf("reading Kong's sample page: %v", err)
-	}
+	page := kongsim.Sample()
 	tests := []struct {
 		name string
 		sel  Selection
@@ -143,10 +138,7 @@ func TestFixtureGolden(t *testing.T) {
 
 // TestTutorialSelection pins the tutorial's case by hand, not by golden file.
 func TestTutorialSelection(t *testing.T) {
-	page, err := os.ReadFile(fixturePath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	page := kongsim.Sample()
 	out, stats := rewriteAll(New(Selection{Services: map[Service]Family{command: Latency}}), page)
 	families := mustParseStrictly(t, out)
 	if len(families) != 3 {
@@ -188,10 +180,7 @@ func TestTutorialSelection(t *testing.T) {
 // TestRepeatedFamilies feeds a page where Kong repeats its families, as it
 // does with a stream listener: HELP and TYPE are written once.
 func TestRepeatedFamilies(t *testing.T) {
-	page, err := os.ReadFile(fixturePath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	page := kongsim.Sample()
 	twice := append(append([]byte{}, page...), bytes.ReplaceAll(page, []byte(`subsystem="http"`), []byte(`subsystem="stream"`))...)
 	// The second block's latency series would repeat the first's; keep only
 	// upstream health, whose subsystem label differs.
@@ -207,10 +196,7 @@ func TestRepeatedFamilies(t *testing.T) {
 }
 
 func TestNoHelpForFamiliesWithoutKeptSeries(t *testing.T) {
-	page, err := os.ReadFile(fixturePath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	page := kongsim.Sample()
 	out, _ := rewriteAll(New(Selection{Services: map[Service]Family{billing: Bandwidth}}), page)
 	if bytes.Contains(out, []byte("kong_upstream_latency_ms")) || bytes.Contains(out, []byte("kong_http_requests_total")) {
 		t.Errorf("HELP/TYPE of families without kept series were written:\n%s", out)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
 )
 
 func TestFlags(t *testing.T) {
@@ -75,10 +76,7 @@ func TestServiceNamedSidecar(t *testing.T) {
 // TestGracefulShutdown: SIGTERM lets an in-flight scrape finish, then the
 // sidecar exits 0.
 func TestGracefulShutdown(t *testing.T) {
-	page, err := os.ReadFile("../../../shared/fixtures/kong-3.9-metrics.prom")
-	if err != nil {
-		t.Fatal(err)
-	}
+	page := kongsim.Sample()
 	arrived, release := make(chan struct{}), make(chan struct{})
 	kong := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(arrived)

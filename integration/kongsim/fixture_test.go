@@ -5,28 +5,21 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 )
 
-// fixturePath is the Kong 3.9 sample, in the shared folder beside the repo.
-var fixturePath = filepath.Join("..", "..", "..", "shared", "fixtures", "kong-3.9-metrics.prom")
-
+// readFixture returns the Kong 3.9 sample (testdata/kong-3.9-metrics.prom).
 func readFixture(t *testing.T) []byte {
 	t.Helper()
-	b, err := os.ReadFile(fixturePath)
-	if err != nil {
-		t.Fatalf("the Kong fixture is needed: %v", err)
-	}
-	return b
+	return Sample()
 }
 
 // fixtureSimulator returns a Simulator set up as the fixture describes: its

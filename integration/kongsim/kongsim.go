@@ -8,7 +8,8 @@
 // lines in three separate runs, never-hit buckets absent, values printed as
 // %.14g, label values with only \ and " escaped, and, with a stream
 // listener, a second block of families that repeats # HELP and # TYPE. The
-// rules are those of shared/fixtures/README.md beside the repository.
+// rules are those of testdata/README.md, beside the Kong 3.9 sample they
+// describe (Sample).
 // Node-level values (memory, connections, timers) are constants taken from
 // the fixture.
 //
