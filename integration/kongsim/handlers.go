@@ -26,8 +26,10 @@ const statusClientClosed = 499
 // service's upstream would, then records the request like Kong's log phase:
 //
 //   - cmd=sleep <seconds> in the query (the tutorial's command service:
-//     GET /command/shell?cmd=sleep%200.1) sleeps that long, then answers
-//     200; the sleep is the recorded upstream latency, in whole ms. A client
+//     GET /command/shell?cmd=sleep%200.1) sleeps that long (Config.Sleep),
+//     then answers 200; the sleep asked for is the recorded upstream
+//     latency, in whole ms, not the time the timer took to fire, so that
+//     the metrics are exact however loaded the machine is. A client
 //     that leaves during the sleep is recorded as 499 without upstream
 //     latency, as nginx and Kong do.
 //   - any other cmd is answered 400 by the upstream; no cmd is answered 200
@@ -48,9 +50,8 @@ func (s *Simulator) serveProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	kongMs := int(s.cfg.KongLatency / time.Millisecond)
-	start := time.Now()
-	code, body := runCommand(r.Context(), r.URL.Query().Get("cmd"))
-	upstreamMs := int(time.Since(start) / time.Millisecond)
+	code, body, slept := s.runCommand(r.Context(), r.URL.Query().Get("cmd"))
+	upstreamMs := int(slept / time.Millisecond)
 	rec := Request{
 		Service:   svc.Name,
 		Route:     svc.Route,
@@ -89,26 +90,39 @@ func (s *Simulator) match(path string) *Service {
 	return nil
 }
 
-// runCommand plays the tutorial's command service.
-func runCommand(ctx context.Context, cmd string) (code int, body []byte) {
+// runCommand plays the tutorial's command service and returns how long it
+// slept.
+func (s *Simulator) runCommand(ctx context.Context, cmd string) (code int, body []byte, slept time.Duration) {
 	if cmd == "" {
-		return http.StatusOK, commandBody(cmd, 0, "")
+		return http.StatusOK, commandBody(cmd, 0, ""), 0
 	}
 	fields := strings.Fields(cmd)
 	if len(fields) != 2 || fields[0] != "sleep" {
-		return http.StatusBadRequest, commandBody(cmd, 1, "only \"sleep <seconds>\" is supported")
+		return http.StatusBadRequest, commandBody(cmd, 1, "only \"sleep <seconds>\" is supported"), 0
 	}
 	secs, err := strconv.ParseFloat(fields[1], 64)
 	if err != nil || math.IsNaN(secs) || secs < 0 || secs > maxSleep.Seconds() {
-		return http.StatusBadRequest, commandBody(cmd, 1, fmt.Sprintf("invalid time interval %q", fields[1]))
+		return http.StatusBadRequest, commandBody(cmd, 1, fmt.Sprintf("invalid time interval %q", fields[1])), 0
 	}
-	t := time.NewTimer(time.Duration(secs * float64(time.Second)))
+	d := time.Duration(secs * float64(time.Second))
+	if err := s.sleep(ctx, d); err != nil {
+		return statusClientClosed, nil, 0
+	}
+	return http.StatusOK, commandBody(cmd, 0, ""), d
+}
+
+// sleep is Config.Sleep, or a real timer.
+func (s *Simulator) sleep(ctx context.Context, d time.Duration) error {
+	if s.cfg.Sleep != nil {
+		return s.cfg.Sleep(ctx, d)
+	}
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return statusClientClosed, nil
+		return ctx.Err()
 	case <-t.C:
-		return http.StatusOK, commandBody(cmd, 0, "")
+		return nil
 	}
 }
 

@@ -19,6 +19,7 @@ package kongsim
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -130,6 +131,11 @@ type Config struct {
 	// KongLatency is the Kong latency recorded for each request served by
 	// the proxy handler; it is added to the request latency, not slept.
 	KongLatency time.Duration
+	// Sleep waits out the command service's sleep: d, or until ctx ends,
+	// when it returns ctx's error. nil means a real timer. Tests pass one
+	// that returns at once or blocks until told, so that what they check
+	// never depends on how busy the machine is.
+	Sleep func(ctx context.Context, d time.Duration) error
 }
 
 // DefaultConfig returns the configuration of the tutorial: the command
