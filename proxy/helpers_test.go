@@ -8,10 +8,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -19,13 +22,52 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
 
-// fixtureGolden is the Kong part of an answer for the fixture under the
-// tutorial's selection (kong/command, latency).
-const fixtureGolden = "testdata/fixture-command-latency.golden"
+// checkGolden compares kong, the Kong part of an answer, with the golden
+// file of the test (or subtest) t alone: testdata/<its name>.golden. One
+// file per case, so that -update writes each from its own output; cases
+// that must give the same answer as another say so with sameKong.
+func checkGolden(t *testing.T, kong []byte) {
+	t.Helper()
+	golden.Check(t, goldenPath(t), kong)
+}
+
+// goldenPath is t's golden file: its name, each subtest a directory, with
+// anything but letters, digits, '-', '_' and '.' made '_'.
+func goldenPath(t *testing.T) string {
+	parts := strings.Split(t.Name(), "/")
+	for i, p := range parts {
+		parts[i] = strings.Map(func(r rune) rune {
+			if r < utf8.RuneSelf && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.", r)) {
+				return r
+			}
+			return '_'
+		}, p)
+	}
+	return filepath.Join("testdata", filepath.Join(parts...)+".golden")
+}
+
+// sameKong fails t unless got, the Kong part of an answer, is byte for byte
+// want, the Kong part of the answer it must equal.
+func sameKong(t *testing.T, what string, got, want []byte) {
+	t.Helper()
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s: the Kong part differs from the one it must equal:\n%s", what, golden.FirstDiff(want, got))
+	}
+}
+
+// plainKong is the Kong part of the answer to a scrape of Kong's page, as
+// served by serveKong, under the tutorial's selection: what every page
+// that only looks different must be rewritten to.
+func plainKong(t *testing.T) []byte {
+	t.Helper()
+	up := newUpstream(t, serveKong(readFixture(t)))
+	return scrape(t, newHandler(t, proxy.Options{UpstreamURL: up.URL}), nil).kong
+}
 
 // kongContentType is what Kong's status listener answers with.
 const kongContentType = "text/plain; charset=UTF-8"

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -12,7 +13,6 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
@@ -25,9 +25,15 @@ func TestMinFetchInterval(t *testing.T) {
 	current.Store(commandLatency())
 	h := newHandler(t, proxy.Options{UpstreamURL: up.URL, Rewriter: current.Load, MinFetchInterval: time.Hour})
 
+	var first []byte
 	for i, header := range []http.Header{nil, {"Accept-Encoding": {"gzip"}}, nil} {
 		s := scrape(t, h, header)
-		golden.Check(t, fixtureGolden, s.kong)
+		if i == 0 {
+			checkGolden(t, s.kong)
+			first = s.kong
+		} else {
+			sameKong(t, fmt.Sprintf("scrape %d, answered from the first one's fetch", i), s.kong, first)
+		}
 		s.checkUp(t, 1, nil)
 		if got := s.value(t, ownPrefix+"upstream_fetches_total"); got != 1 {
 			t.Errorf("scrape %d: upstream_fetches_total = %v, want 1", i, got)
@@ -56,7 +62,7 @@ func TestMinFetchIntervalExpires(t *testing.T) {
 	scrape(t, h, nil)
 	time.Sleep(2 * interval)
 	s := scrape(t, h, nil)
-	golden.Check(t, fixtureGolden, s.kong)
+	checkGolden(t, s.kong)
 	if n := up.requests.Load(); n != 2 {
 		t.Errorf("%d upstream requests for two scrapes an interval apart, want 2", n)
 	}
@@ -88,7 +94,7 @@ func TestMinFetchIntervalFailure(t *testing.T) {
 	}
 	failing.Store(false)
 	good := scrape(t, h, nil)
-	golden.Check(t, fixtureGolden, good.kong)
+	checkGolden(t, good.kong)
 
 	// A configuration change makes the next scrape fetch; when that fails,
 	// the scrape after it fetches again rather than reuse anything.
@@ -131,17 +137,21 @@ func TestConcurrentScrapesWithInterval(t *testing.T) {
 // gzip, as one gzip member.
 func TestLargeResultHeldCompressed(t *testing.T) {
 	up := newUpstream(t, serveKong(readFixture(t)))
+	small := plainKong(t) // held plain: under the default limit
 	for _, limit := range []int{0, 1 << 10} {
-		h := newHandler(t, proxy.Options{UpstreamURL: up.URL})
-		proxy.SetPlainLimit(h, limit)
+		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) {
+			h := newHandler(t, proxy.Options{UpstreamURL: up.URL})
+			proxy.SetPlainLimit(h, limit)
 
-		plain := scrape(t, h, nil)
-		golden.Check(t, fixtureGolden, plain.kong)
+			plain := scrape(t, h, nil)
+			checkGolden(t, plain.kong)
+			sameKong(t, "plain answer from a result held compressed", plain.kong, small)
 
-		rec := serve(h, http.MethodGet, "/metrics", http.Header{"Accept-Encoding": {"gzip"}})
-		zipped := checkAnswer(t, rec)
-		golden.Check(t, fixtureGolden, zipped.kong)
-		checkOneMember(t, rec.Body.Bytes())
+			rec := serve(h, http.MethodGet, "/metrics", http.Header{"Accept-Encoding": {"gzip"}})
+			zipped := checkAnswer(t, rec)
+			sameKong(t, "gzip answer from a result held compressed", zipped.kong, small)
+			checkOneMember(t, rec.Body.Bytes())
+		})
 	}
 }
 
