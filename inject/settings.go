@@ -3,14 +3,13 @@ package inject
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"regexp"
 	"strconv"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/config"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
 )
 
 // EnvPrefix is the prefix of every injector setting.
@@ -18,22 +17,21 @@ const EnvPrefix = "INJECTOR_"
 
 // Settings are the injector's settings, read from INJECTOR_* variables.
 type Settings struct {
-	ListenAddr       string           `env:"LISTEN_ADDR" envDefault:":9443" help:"HTTPS address of POST /mutate, /healthz and /readyz"`
-	TLSCertFile      string           `env:"TLS_CERT_FILE" envDefault:"/etc/kong-metrics-injector/tls/tls.crt" help:"serving certificate (PEM, chain allowed); reloaded when it changes"`
-	TLSKeyFile       string           `env:"TLS_KEY_FILE" envDefault:"/etc/kong-metrics-injector/tls/tls.key" help:"private key of the serving certificate (PEM); reloaded when it changes"`
-	MetricsAddr      string           `env:"METRICS_ADDR" envDefault:":9090" help:"plain-HTTP address of the injector's own /metrics"`
-	SidecarImage     string           `env:"SIDECAR_IMAGE" help:"image of the injected sidecar (required)"`
-	SidecarMode      Mode             `env:"SIDECAR_MODE" envDefault:"native" help:"native (an init container with restartPolicy: Always, Kubernetes >= 1.29) or container (a regular container)"`
-	DefaultConfigMap string           `env:"DEFAULT_CONFIGMAP" envDefault:"kong-metrics-sidecar" help:"ConfigMap holding config.yaml, when a pod has no kong-metrics-sidecar.io/config annotation"`
-	LogLevel         slog.Level       `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
-	LogFormat        config.LogFormat `env:"LOG_FORMAT" envDefault:"json" help:"json or text"`
+	ListenAddr       string `env:"LISTEN_ADDR" envDefault:":9443" help:"HTTPS address of POST /mutate, /healthz and /readyz"`
+	TLSCertFile      string `env:"TLS_CERT_FILE" envDefault:"/etc/kong-metrics-injector/tls/tls.crt" help:"serving certificate (PEM, chain allowed); reloaded when it changes"`
+	TLSKeyFile       string `env:"TLS_KEY_FILE" envDefault:"/etc/kong-metrics-injector/tls/tls.key" help:"private key of the serving certificate (PEM); reloaded when it changes"`
+	MetricsAddr      string `env:"METRICS_ADDR" envDefault:":9090" help:"plain-HTTP address of the injector's own /metrics"`
+	SidecarImage     string `env:"SIDECAR_IMAGE" help:"image of the injected sidecar (required)"`
+	SidecarMode      Mode   `env:"SIDECAR_MODE" envDefault:"native" help:"native (an init container with restartPolicy: Always, Kubernetes >= 1.29) or container (a regular container)"`
+	DefaultConfigMap string `env:"DEFAULT_CONFIGMAP" envDefault:"kong-metrics-sidecar" help:"ConfigMap holding config.yaml, when a pod has no kong-metrics-sidecar.io/config annotation"`
+	envconfig.LogSettings
 }
 
 // LoadSettings reads the injector's settings from environ ("KEY=value"
 // pairs). A variable set to "" takes its default. The error lists every
 // problem, one a line, each naming the variable.
 func LoadSettings(environ []string) (Settings, error) {
-	s, err := config.ParseEnv[Settings](EnvPrefix, environ)
+	s, err := envconfig.ParseEnv[Settings](EnvPrefix, environ)
 	errs := []error{err}
 	for _, a := range []struct{ name, value string }{{"LISTEN_ADDR", s.ListenAddr}, {"METRICS_ADDR", s.MetricsAddr}} {
 		if err := checkListenAddr(a.value); err != nil {

@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
 )
 
 func TestLoadSettingsDefaults(t *testing.T) {
@@ -19,8 +21,7 @@ func TestLoadSettingsDefaults(t *testing.T) {
 		SidecarImage:     "ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:v1.0.0",
 		SidecarMode:      ModeNative,
 		DefaultConfigMap: "kong-metrics-sidecar",
-		LogLevel:         slog.LevelInfo,
-		LogFormat:        "json",
+		LogSettings:      envconfig.LogSettings{LogLevel: slog.LevelInfo, LogFormat: "json"},
 	}
 	if s != want {
 		t.Errorf("settings\n  %+v\nwant\n  %+v", s, want)

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -18,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/config"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/inject"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/version"
 )
@@ -57,7 +56,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "%s: invalid settings:\n%v\n", program, err)
 		return exitSettings
 	}
-	logger := newLogger(os.Stderr, settings)
+	logger := envconfig.NewLogger(os.Stderr, settings.LogSettings)
 
 	// The first SIGTERM starts a drain; stop() then restores the default
 	// action, so that a second one kills the process.
@@ -115,14 +114,6 @@ func serve(ctx context.Context, s inject.Settings, logger *slog.Logger) error {
 	return errors.Join(err, <-certsDone)
 }
 
-func newLogger(w io.Writer, s inject.Settings) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: s.LogLevel}
-	if s.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
 func usage(flags *flag.FlagSet) {
 	w := flags.Output()
 	fmt.Fprintf(w, "Usage: %s [-version]\n\n", program)
@@ -130,7 +121,7 @@ func usage(flags *flag.FlagSet) {
 	fmt.Fprintf(w, "to pods labelled %s: \"true\".\n\nFlags:\n", inject.LabelInject)
 	flags.PrintDefaults()
 	fmt.Fprintf(w, "\nEnvironment:\n")
-	for _, v := range config.Variables[inject.Settings](inject.EnvPrefix) {
+	for _, v := range envconfig.Variables[inject.Settings](inject.EnvPrefix) {
 		def := v.Default
 		if def == "" {
 			def = "none"

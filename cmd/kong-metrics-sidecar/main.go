@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/config"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/kongadmin"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
@@ -62,12 +63,12 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if *checkConfig != "" {
 		return check(*checkConfig, stdout, stderr)
 	}
-	settings, err := config.LoadSettings(environ)
+	settings, err := LoadSettings(environ)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: invalid settings:\n%v\n", program, err)
 		return 2
 	}
-	logger := newLogger(settings, stderr)
+	logger := envconfig.NewLogger(stderr, settings.LogSettings)
 	if err := serve(settings, logger); err != nil {
 		logger.Error("sidecar stopped", "err", err)
 		return 1
@@ -75,7 +76,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func serve(settings config.Settings, logger *slog.Logger) error {
+func serve(settings Settings, logger *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -196,14 +197,6 @@ func buildInfo() prometheus.Collector {
 	return g
 }
 
-func newLogger(s config.Settings, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: s.LogLevel}
-	if s.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
 // check validates an extension file for -check-config.
 func check(path string, stdout, stderr io.Writer) int {
 	ext, err := config.LoadExtension(path)
@@ -234,7 +227,7 @@ func usage(fs *flag.FlagSet, w io.Writer) {
 	fmt.Fprintf(w, "Scrapes Kong's /metrics, keeps and enriches the series a DataPlaneMetricsExtension selects, and serves them.\n\nFlags:\n")
 	fs.PrintDefaults()
 	fmt.Fprintf(w, "\nEnvironment variables:\n")
-	for _, v := range config.Variables[config.Settings](config.EnvPrefix) {
+	for _, v := range envconfig.Variables[Settings](EnvPrefix) {
 		fmt.Fprintf(w, "  %s (default %q)\n    \t%s\n", v.Name, v.Default, v.Help)
 	}
 }

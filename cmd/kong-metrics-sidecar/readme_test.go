@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/config"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
 )
 
 // TestREADMEListsEverySetting keeps the README's settings table true to the code.
@@ -14,7 +14,7 @@ func TestREADMEListsEverySetting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range config.Variables[config.Settings](config.EnvPrefix) {
+	for _, v := range envconfig.Variables[Settings](EnvPrefix) {
 		row := "| `" + v.Name + "` | "
 		if !strings.Contains(string(readme), row) {
 			t.Errorf("README.md has no settings row for %s", v.Name)

@@ -1,4 +1,10 @@
-package config
+// Package envconfig reads a program's settings from environment variables:
+// a settings struct declares each variable with `env`, `envDefault` and
+// `help` tags, ParseEnv fills it and names every invalid or unknown
+// variable, and Variables describes them for -help. It also holds the value
+// types such settings use (URL, ByteSize, Secret, LogFormat), the log
+// settings both programs share and the logger built from them.
+package envconfig
 
 import (
 	"errors"
@@ -68,12 +74,12 @@ type Variable struct {
 	Name, Default, Help string
 }
 
-// Variables describes every variable T declares, in field order.
+// Variables describes every variable T declares, in field order; the
+// fields of an embedded struct without an env tag (such as LogSettings)
+// count as T's own, where it is embedded.
 func Variables[T any](prefix string) []Variable {
 	var vars []Variable
-	t := reflect.TypeFor[T]()
-	for i := range t.NumField() {
-		f := t.Field(i)
+	for _, f := range fields(reflect.TypeFor[T]()) {
 		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 		if name == "" || name == "-" {
 			continue
@@ -83,10 +89,26 @@ func Variables[T any](prefix string) []Variable {
 	return vars
 }
 
-func fieldKeys(t reflect.Type, prefix string) map[string]string {
-	keys := map[string]string{}
+// fields lists t's fields in order, with those of an embedded struct
+// without an env tag in its place, as the env package parses them.
+func fields(t reflect.Type) []reflect.StructField {
+	var fs []reflect.StructField
 	for i := range t.NumField() {
 		f := t.Field(i)
+		if f.Anonymous && f.Type.Kind() == reflect.Struct && f.Tag.Get("env") == "" {
+			fs = append(fs, fields(f.Type)...)
+			continue
+		}
+		fs = append(fs, f)
+	}
+	return fs
+}
+
+// fieldKeys maps each field's name, as a ParseError gives it, to its
+// variable.
+func fieldKeys(t reflect.Type, prefix string) map[string]string {
+	keys := map[string]string{}
+	for _, f := range fields(t) {
 		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 		keys[f.Name] = prefix + name
 	}

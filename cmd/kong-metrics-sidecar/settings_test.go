@@ -1,4 +1,4 @@
-package config
+package main
 
 import (
 	"fmt"
@@ -91,44 +91,6 @@ func TestLoadSettingsReportsEveryProblem(t *testing.T) {
 	for _, want := range []string{"SIDECAR_A", "SIDECAR_SCRAPE_TIMEOUT", "SIDECAR_LOG_FORMAT"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not name %s", err, want)
-		}
-	}
-}
-
-func TestByteSize(t *testing.T) {
-	tests := map[string]ByteSize{"0": 0, "512": 512, "1KB": 1000, "1KiB": 1024, "3 MiB": 3 << 20, "1GiB": 1 << 30, "2GB": 2e9, "7B": 7}
-	for in, want := range tests {
-		var b ByteSize
-		if err := b.UnmarshalText([]byte(in)); err != nil || b != want {
-			t.Errorf("ByteSize(%q) = %d, %v; want %d", in, b, err, want)
-		}
-	}
-	for _, in := range []string{"", "1.5GiB", "GiB", "1PiB", "0x10"} {
-		var b ByteSize
-		if err := b.UnmarshalText([]byte(in)); err == nil {
-			t.Errorf("ByteSize(%q) accepted as %d", in, b)
-		}
-	}
-}
-
-func TestIsServiceLinkVariable(t *testing.T) {
-	tests := []struct {
-		name, value string
-		want        bool
-	}{
-		{"KONG_SERVICE_HOST", "10.0.0.1", true},
-		{"KONG_SERVICE_PORT_PROXY", "80", true},
-		{"KONG_PORT", "tcp://10.0.0.1:80", true},
-		{"KONG_PORT_80_UDP", "udp://10.0.0.1:80", true},
-		{"KONG_PORT_80_SCTP_PROTO", "sctp", true},
-		{"KONG_PORT", "80", false},
-		{"KONG_SERVICE_PORT", "http", false},
-		{"KONG_SERVICE_HOSTNAME", "10.0.0.1", false},
-		{"KONG_PORT_80_TCP_ADDR", "kong", false},
-	}
-	for _, tc := range tests {
-		if got := IsServiceLinkVariable(tc.name, tc.value); got != tc.want {
-			t.Errorf("IsServiceLinkVariable(%s=%s) = %v", tc.name, tc.value, got)
 		}
 	}
 }

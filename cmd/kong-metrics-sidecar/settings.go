@@ -1,0 +1,64 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
+)
+
+// EnvPrefix is the prefix of every sidecar setting.
+const EnvPrefix = "SIDECAR_"
+
+// Settings are the sidecar's settings, read from SIDECAR_* variables.
+type Settings struct {
+	ListenAddr         string             `env:"LISTEN_ADDR" envDefault:":9542" help:"where /metrics, /healthz and /readyz are served"`
+	UpstreamURL        envconfig.URL      `env:"UPSTREAM_URL" envDefault:"http://127.0.0.1:8100/metrics" help:"Kong's status endpoint (/metrics of Kong's Prometheus plugin)"`
+	ConfigFile         string             `env:"CONFIG_FILE" envDefault:"/etc/kong-metrics-sidecar/config.yaml" help:"the extension file (DataPlaneMetricsExtension / KongServiceMapping documents)"`
+	ConfigPollInterval time.Duration      `env:"CONFIG_POLL_INTERVAL" envDefault:"30s" help:"how often the extension file is re-read as a fallback for missed file events"`
+	ScrapeTimeout      time.Duration      `env:"SCRAPE_TIMEOUT" envDefault:"10s" help:"upper bound for one upstream fetch; a smaller X-Prometheus-Scrape-Timeout-Seconds (less a margin) wins"`
+	MaxUpstreamBytes   envconfig.ByteSize `env:"MAX_UPSTREAM_BYTES" envDefault:"1GiB" help:"a larger upstream body is an upstream failure"`
+	MinFetchInterval   time.Duration      `env:"MIN_FETCH_INTERVAL" envDefault:"0s" help:"scrapes within this long of a successful fetch's start are answered from it instead of fetching Kong again; 0 fetches for every scrape"`
+	WebConfigFile      string             `env:"WEB_CONFIG_FILE" envDefault:"" help:"exporter-toolkit web configuration file: TLS and basic auth for the sidecar's endpoints (empty: plain HTTP)"`
+	envconfig.LogSettings
+
+	KongAdminURL             string           `env:"KONG_ADMIN_URL" envDefault:"" help:"Kong's Admin API, read for the tags KIC puts on Kong services (empty: off), e.g. https://127.0.0.1:8444"`
+	KongAdminCAFile          string           `env:"KONG_ADMIN_CA_FILE" envDefault:"" help:"CA bundle that signs the Admin API's certificate (empty: the system roots)"`
+	KongAdminCertFile        string           `env:"KONG_ADMIN_CERT_FILE" envDefault:"" help:"client certificate for the Admin API, re-read when it changes"`
+	KongAdminKeyFile         string           `env:"KONG_ADMIN_KEY_FILE" envDefault:"" help:"the client certificate's key"`
+	KongAdminToken           envconfig.Secret `env:"KONG_ADMIN_TOKEN" envDefault:"" help:"sent as the Kong-Admin-Token header (empty: none)"`
+	KongAdminRefreshInterval time.Duration    `env:"KONG_ADMIN_REFRESH_INTERVAL" envDefault:"30s" help:"how often the Admin API's services are read again"`
+}
+
+// LoadSettings reads the sidecar's settings from environ.
+func LoadSettings(environ []string) (Settings, error) {
+	s, err := envconfig.ParseEnv[Settings](EnvPrefix, environ)
+	if err != nil {
+		return s, err
+	}
+	if s.ScrapeTimeout <= 0 {
+		return s, fmt.Errorf("%sSCRAPE_TIMEOUT=%s: must be positive", EnvPrefix, s.ScrapeTimeout)
+	}
+	if s.ConfigPollInterval <= 0 {
+		return s, fmt.Errorf("%sCONFIG_POLL_INTERVAL=%s: must be positive", EnvPrefix, s.ConfigPollInterval)
+	}
+	if s.MinFetchInterval < 0 {
+		return s, fmt.Errorf("%sMIN_FETCH_INTERVAL=%s: must not be negative", EnvPrefix, s.MinFetchInterval)
+	}
+	if s.KongAdminURL != "" {
+		var u envconfig.URL
+		if err := u.UnmarshalText([]byte(s.KongAdminURL)); err != nil {
+			return s, fmt.Errorf("%sKONG_ADMIN_URL=%s: %w", EnvPrefix, s.KongAdminURL, err)
+		}
+	}
+	if (s.KongAdminCertFile == "") != (s.KongAdminKeyFile == "") {
+		return s, fmt.Errorf("%sKONG_ADMIN_CERT_FILE and %sKONG_ADMIN_KEY_FILE must be set together", EnvPrefix, EnvPrefix)
+	}
+	if s.KongAdminRefreshInterval <= 0 {
+		return s, fmt.Errorf("%sKONG_ADMIN_REFRESH_INTERVAL=%s: must be positive", EnvPrefix, s.KongAdminRefreshInterval)
+	}
+	if s.MaxUpstreamBytes <= 0 {
+		return s, fmt.Errorf("%sMAX_UPSTREAM_BYTES=%d: must be positive", EnvPrefix, s.MaxUpstreamBytes)
+	}
+	return s, nil
+}

@@ -1,0 +1,75 @@
+package envconfig
+
+import (
+	"fmt"
+	"math"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Secret is a setting that must not be logged; it prints as <secret>.
+type Secret string
+
+// String implements fmt.Stringer.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "<secret>"
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *Secret) UnmarshalText(b []byte) error { *s = Secret(b); return nil }
+
+// URL is an absolute http or https URL.
+type URL struct{ *url.URL }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (u *URL) UnmarshalText(b []byte) error {
+	parsed, err := url.Parse(string(b))
+	if err != nil {
+		return err
+	}
+	if parsed.Scheme != "http" && parsed.Scheme != "https" {
+		return fmt.Errorf("scheme must be http or https, not %q", parsed.Scheme)
+	}
+	if parsed.Host == "" {
+		return fmt.Errorf("no host")
+	}
+	u.URL = parsed
+	return nil
+}
+
+// ByteSize is a size in bytes, written as a plain number or with a unit:
+// B, KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024).
+type ByteSize int64
+
+var byteUnits = []struct {
+	suffix string
+	factor int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (b *ByteSize) UnmarshalText(text []byte) error {
+	s := strings.TrimSpace(string(text))
+	factor := int64(1)
+	for _, u := range byteUnits {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, factor = strings.TrimSpace(num), u.factor
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("invalid size %q: want a whole number of bytes, optionally with a unit such as MiB or GiB", string(text))
+	}
+	if n > math.MaxInt64/factor {
+		return fmt.Errorf("size %q is too large", string(text))
+	}
+	*b = ByteSize(n * factor)
+	return nil
+}
