@@ -87,7 +87,7 @@ func (s *Store) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	data, err := os.ReadFile(s.path)
-	return s.apply(data, err)
+	return s.apply(data, sha256.Sum256(data), err)
 }
 
 // ReloadData is Reload for content the caller has already read: data and
@@ -95,19 +95,25 @@ func (s *Store) Reload() error {
 // bytes it saw stay the same across its settle check are exactly the bytes
 // validated and used.
 func (s *Store) ReloadData(data []byte, readErr error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.apply(data, readErr)
+	return s.reloadRead(data, sha256.Sum256(data), readErr)
 }
 
-// apply does Reload's work once the file was read; s.mu must be held.
-func (s *Store) apply(data []byte, err error) error {
+// reloadRead is ReloadData for content already hashed: sum is data's
+// SHA-256. The Watcher uses it, so that each read is hashed once.
+func (s *Store) reloadRead(data []byte, sum [sha256.Size]byte, readErr error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.apply(data, sum, readErr)
+}
+
+// apply does Reload's work once the file was read and hashed; s.mu must be
+// held.
+func (s *Store) apply(data []byte, sum [sha256.Size]byte, err error) error {
 	if err != nil {
 		err = fmt.Errorf("reading extension file: %w", err)
 		s.failed(err, "missing:"+err.Error())
 		return err
 	}
-	sum := sha256.Sum256(data)
 	hash := hex.EncodeToString(sum[:])
 	if cur := s.Load().Extension; cur != nil && cur.Hash == hash {
 		s.lastSuccessful.Set(1)

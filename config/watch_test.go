@@ -95,13 +95,14 @@ func watch(t *testing.T, path string, opts WatchOptions, noEvents bool) *watched
 	reg := prometheus.NewRegistry()
 	store := NewStore(path, reg, logger)
 	opts.Logger = logger
+	opts.noEvents = noEvents
 	w := NewWatcher(store, opts)
-	w.noEvents = noEvents
 	ctx, cancel := context.WithCancel(context.Background())
-	go w.Run(ctx)
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
 	stop := func() {
 		cancel()
-		<-w.stopped
+		<-done
 	}
 	t.Cleanup(func() {
 		stop()
@@ -408,54 +409,6 @@ func TestWatcherSettles(t *testing.T) {
 	if !strings.Contains(w.logs.String(), "waiting for it to settle") {
 		t.Errorf("the half written file was not read: the test did not test the settle check")
 	}
-}
-
-// TestCheckSettle drives the settle check with a made-up clock.
-func TestCheckSettle(t *testing.T) {
-	const debounce = time.Second
-	t0 := time.Now()
-	type step struct {
-		after   time.Duration // since t0
-		content []byte        // written before the check; nil leaves the file alone
-		want    []byte        // the content in use after the check; nil for none
-	}
-	f := func(name string, steps ...step) {
-		t.Run(name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "config.yaml")
-			store := NewStore(path, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
-			l := &watchLoop{Watcher: NewWatcher(store, WatchOptions{Debounce: debounce}), timer: time.NewTimer(time.Hour)}
-			defer l.timer.Stop()
-			for i, s := range steps {
-				if s.content != nil {
-					writeFile(t, path, s.content)
-				}
-				l.check(t0.Add(s.after))
-				got := inUse(store)
-				if want := sha(s.want); s.want == nil && got != "" || s.want != nil && got != want {
-					t.Fatalf("step %d (after %s): in use %.8s, want %.8s", i, s.after, got, want)
-				}
-			}
-		})
-	}
-	// The first read waits a debounce before it is used.
-	f("first read",
-		step{0, commandLatency, nil},
-		step{debounce / 2, nil, nil},
-		step{debounce, nil, commandLatency})
-	// Content that changed between two reads waits again, from the second read.
-	f("changed between reads",
-		step{0, commandLatency, nil},
-		step{debounce, billingStatus, nil},
-		step{debounce + debounce/2, nil, nil},
-		step{2 * debounce, nil, billingStatus})
-	// Content that changed back is not used before it stayed a debounce.
-	f("changed back",
-		step{0, commandLatency, nil},
-		step{debounce, nil, commandLatency},
-		step{2 * debounce, billingStatus, commandLatency},
-		step{2*debounce + 10*time.Millisecond, commandLatency, commandLatency},
-		step{3 * debounce, billingStatus, commandLatency},
-		step{4 * debounce, nil, billingStatus})
 }
 
 // TestWatcherPoll: changes that no file event reports are taken by the poll.
