@@ -1,0 +1,152 @@
+package relabel
+
+import (
+	"bytes"
+	"sync"
+	"sync/atomic"
+)
+
+// maxCachedTargets bounds the resolution cache, so a page full of distinct
+// hostile names cannot grow it without limit.
+const maxCachedTargets = 1 << 16
+
+// Rewriter rewrites pages for one Selection. It is safe for concurrent use;
+// it caches what each Kong service name resolves to.
+type Rewriter struct {
+	sel Selection
+
+	mu    sync.RWMutex          // Protects cache.
+	cache [2]map[string]*target // by key kind (service, upstream), then the raw label value
+
+	tailBytes atomic.Int64 // bytes held in the targets' tails
+}
+
+// target is what one Kong service or upstream name resolves to.
+type target struct {
+	key      string // the raw label value
+	resolved bool
+	multi    bool   // tagged with a kind other than Service: drop as DropMultiBackend
+	families Family // kept for the resolved Service
+	labels   []byte // ,kubernetes_namespace="…",…,exported_service="…"
+
+	// next is the target looked up after this one the last time: Kong
+	// writes every family in the same order of services, so it is the
+	// right guess for all but the first run of a page, and spares the map.
+	next atomic.Pointer[target]
+
+	// tails are label tails of this key already found in Kong's plain
+	// shape: see Page.appendKnownTail. The set is never changed once
+	// published; a new tail publishes a new set.
+	tails atomic.Pointer[tailSet]
+}
+
+// tailSet is what a target's tails point to.
+type tailSet struct{ tails [][]byte }
+
+// Bounds of the tails a Rewriter remembers: a few routes per Kong service,
+// and a total that a hostile page cannot grow without limit.
+const (
+	maxTailsPerTarget = 4
+	maxTailLen        = 256
+	maxTailBytes      = 4 << 20
+)
+
+// New returns a Rewriter for sel. sel must not be modified afterwards.
+func New(sel Selection) *Rewriter {
+	return &Rewriter{sel: sel, cache: [2]map[string]*target{{}, {}}}
+}
+
+// Selection returns the selection the Rewriter was made for.
+func (rw *Rewriter) Selection() Selection { return rw.sel }
+
+func (rw *Rewriter) target(kind int, raw []byte) *target {
+	rw.mu.RLock()
+	t := rw.cache[kind][string(raw)]
+	rw.mu.RUnlock()
+	if t != nil {
+		return t
+	}
+	t = rw.resolve(kind, unescapeLabelValue(raw))
+	t.key = string(raw)
+	rw.mu.Lock()
+	if len(rw.cache[kind]) < maxCachedTargets {
+		rw.cache[kind][t.key] = t
+	}
+	rw.mu.Unlock()
+	return t
+}
+
+func (rw *Rewriter) resolve(kind int, name string) *target {
+	svc, ok := rw.sel.Mappings[name]
+	if !ok && kind == keyService && rw.sel.Tags != nil {
+		tag, seen := rw.sel.Tags[name]
+		switch {
+		case !seen:
+			if rw.sel.OnUnseen != nil {
+				rw.sel.OnUnseen(name)
+			}
+		case tag.Kind == "Service":
+			svc, ok = tag.Service, true
+		case tag.Kind != "":
+			return &target{multi: true}
+		}
+	}
+	if !ok {
+		if kind == keyUpstream {
+			svc, ok = ResolveUpstreamName(name)
+		} else {
+			svc, ok = ResolveServiceName(name)
+		}
+	}
+	if !ok {
+		return &target{}
+	}
+	// Service names are DNS labels (validated by the resolver and the
+	// config), so they need no escaping.
+	labels := make([]byte, 0, 128)
+	for i, v := range [...]string{svc.Namespace, svc.Name, "Service", svc.Namespace, svc.Name} {
+		labels = append(labels, ',')
+		labels = append(labels, AddedLabels[i]...)
+		labels = append(labels, '=', '"')
+		labels = append(labels, v...)
+		labels = append(labels, '"')
+	}
+	return &target{resolved: true, families: rw.sel.Services[svc], labels: labels}
+}
+
+// drop reports whether t drops a series of fam, and why.
+func (t *target) drop(fam *family) (DropReason, bool) {
+	switch {
+	case t.multi:
+		return DropMultiBackend, true
+	case !t.resolved:
+		return DropUnresolved, true
+	case t.families&fam.flag == 0:
+		return DropUnselected, true
+	}
+	return 0, false
+}
+
+// rememberTail adds tail, labels after t's key that plainShape.parse has
+// found in Kong's shape with no service label among them, to t's tails.
+func (rw *Rewriter) rememberTail(t *target, tail []byte) {
+	old := t.tails.Load()
+	var tails [][]byte
+	if old != nil {
+		tails = old.tails
+	}
+	if len(tails) >= maxTailsPerTarget || len(tail) > maxTailLen {
+		return
+	}
+	for _, known := range tails {
+		if string(known) == string(tail) {
+			return
+		}
+	}
+	if rw.tailBytes.Add(int64(len(tail))) > maxTailBytes {
+		rw.tailBytes.Add(-int64(len(tail)))
+		return
+	}
+	next := &tailSet{tails: append(append(make([][]byte, 0, len(tails)+1), tails...), bytes.Clone(tail))}
+	t.tails.CompareAndSwap(old, next) // losing a race loses nothing but speed
+}
