@@ -2,13 +2,17 @@ package envconfig
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
 	"net/url"
 	"strconv"
 	"strings"
 )
 
-// Secret is a setting that must not be logged; it prints as <secret>.
+// Secret is a setting that must not be logged. It prints as <secret> (an
+// empty one as the empty string) through fmt, log/slog, encoding/json and
+// anything else that uses fmt.Stringer, fmt.GoStringer, slog.LogValuer or
+// encoding.TextMarshaler; only a conversion to string reveals it.
 type Secret string
 
 // String implements fmt.Stringer.
@@ -18,6 +22,17 @@ func (s Secret) String() string {
 	}
 	return "<secret>"
 }
+
+// GoString implements fmt.GoStringer, for %#v.
+func (s Secret) GoString() string { return strconv.Quote(s.String()) }
+
+// LogValue implements slog.LogValuer: without it slog's JSON handler would
+// marshal the string itself.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalText implements encoding.TextMarshaler, for encoding/json and
+// slog's text handler.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (s *Secret) UnmarshalText(b []byte) error { *s = Secret(b); return nil }
