@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch/filewatchtest"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kubelet"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
@@ -33,6 +34,10 @@ import (
 // maxEventLatency bounds how long a change seen through file events may
 // take to be used: two debounces and some scheduling.
 const maxEventLatency = 2 * time.Second
+
+// hangTimeout bounds every wait for the Watcher to do something; it only
+// turns a hang into a failure, and says nothing about speed.
+const hangTimeout = 10 * time.Second
 
 // extension is an extension file whose one document selects services in
 // namespace, with the spec.config flag turned on.
@@ -207,6 +212,26 @@ func writeFile(t *testing.T, path string, content []byte) {
 	}
 }
 
+// armed waits for the Watcher to arm its debounce or settle timer on clock,
+// and checks for how long.
+func armed(t *testing.T, clock *filewatchtest.Clock, want time.Duration) {
+	t.Helper()
+	select {
+	case got := <-clock.Armed():
+		if got != want {
+			t.Fatalf("the Watcher armed its timer for %s, want %s", got, want)
+		}
+	case <-time.After(hangTimeout):
+		t.Fatalf("the Watcher did not arm its timer for %s", want)
+	}
+}
+
+// toNextTick moves clock to the poll's next tick, the poll ticking every
+// poll since t0.
+func toNextTick(clock *filewatchtest.Clock, t0 time.Time, poll time.Duration) {
+	clock.Advance(poll - clock.Now().Sub(t0)%poll)
+}
+
 // volume is an extension file and one way of changing it.
 type volume struct {
 	path  string
@@ -368,16 +393,21 @@ func TestWatcherFollowsUpdates(t *testing.T) {
 	}
 }
 
-// TestWatcherSettles: a file rewritten in place with a pause longer than the
-// debounce is read half written; the settle check must not use that half,
-// although it is a valid file that selects less.
+// TestWatcherSettles: a file rewritten in place is read half written by
+// the poll; the settle check waits a debounce for it, sees the rest come in
+// and waits again, so the half is never used, although it is a valid file
+// that selects less. The fake clock shows each wait.
 func TestWatcherSettles(t *testing.T) {
 	t.Parallel()
+	const debounce, poll = time.Second, time.Minute
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	writeFile(t, path, billingStatus)
-	const debounce = 400 * time.Millisecond
-	w := watch(t, path, WatchOptions{PollInterval: time.Hour, Debounce: debounce}, false)
-	waitFor(t, 5*time.Second, "the file at start is used", func() bool { return w.inUse() == sha(billingStatus) })
+	t0 := time.Unix(1e9, 0)
+	clock := filewatchtest.NewClock(t0)
+	w := watch(t, path, WatchOptions{PollInterval: poll, Debounce: debounce, clock: clock}, true)
+	armed(t, clock, debounce) // the first read waits to settle too
+	clock.Advance(debounce)
+	waitFor(t, hangTimeout, "the file at start is used", func() bool { return w.inUse() == sha(billingStatus) })
 
 	half := slices.Concat(commandLatency, []byte("---\n"))
 	full := slices.Concat(half, billingStatus)
@@ -393,21 +423,27 @@ func TestWatcherSettles(t *testing.T) {
 	if _, err := f.Write(half); err != nil {
 		t.Fatal(err)
 	}
-	// The watcher reads the half after one debounce and would use it after
-	// a second; the rest comes in between.
-	time.Sleep(debounce + debounce/4)
+	toNextTick(clock, t0, poll) // the poll reads the half…
+	armed(t, clock, debounce)   // …and waits a debounce for it to settle
+	clock.Advance(debounce - time.Nanosecond)
+	if got := w.inUse(); got != sha(billingStatus) {
+		t.Fatalf("in use %.8s before the settle interval passed, want the previous file", got)
+	}
 	if _, err := f.Write(billingStatus); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the full file is used", func() bool { return w.inUse() == sha(full) })
+	clock.Advance(time.Nanosecond) // the settle check reads the full file: changed…
+	armed(t, clock, debounce)      // …so it waits again
+	if got, n := w.inUse(), w.successes(t); got != sha(billingStatus) || n != before {
+		t.Fatalf("in use %.8s after %v reloads: the half written file was used", got, n-before)
+	}
+	clock.Advance(debounce)
+	waitFor(t, hangTimeout, "the full file is used", func() bool { return w.inUse() == sha(full) })
 	if got := w.successes(t); got != before+1 {
 		t.Errorf("%v successful reloads, want 1: the half written file was used", got-before)
-	}
-	if !strings.Contains(w.logs.String(), "waiting for it to settle") {
-		t.Errorf("the half written file was not read: the test did not test the settle check")
 	}
 }
 
