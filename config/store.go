@@ -33,7 +33,7 @@ type Store struct {
 	current atomic.Pointer[Snapshot]
 
 	mu      sync.Mutex // Serializes Reload and protects badHash.
-	badHash string     // hash of the last invalid content, to log each distinct one once
+	badHash string     // hash of the invalid content read last, to log and count it once while it stays
 
 	lastSuccessful prometheus.Gauge
 	lastSuccessTS  prometheus.Gauge
@@ -81,8 +81,8 @@ func (s *Store) Load() *Snapshot { return s.current.Load() }
 
 // Reload reads the extension file and, when its content changed and is
 // valid, makes it the configuration in use. Invalid content keeps the
-// configuration in use; its error is logged once per distinct content and
-// returned every time.
+// configuration in use; its error is returned every time, and logged and
+// counted once for as long as the same content is read again in a row.
 func (s *Store) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -116,8 +116,11 @@ func (s *Store) apply(data []byte, sum [sha256.Size]byte, err error) error {
 	}
 	hash := hex.EncodeToString(sum[:])
 	if cur := s.Load().Extension; cur != nil && cur.Hash == hash {
+		// Unchanged, and good again: the next rejection is news, even of
+		// content rejected before.
+		s.badHash = ""
 		s.lastSuccessful.Set(1)
-		return nil // unchanged
+		return nil
 	}
 	ext, err := ParseExtension(data)
 	if err != nil {
