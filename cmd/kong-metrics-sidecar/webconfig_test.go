@@ -55,7 +55,7 @@ func TestWebConfig(t *testing.T) {
 	)
 
 	var served *x509.Certificate
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	client := &http.Client{Timeout: hangTimeout, Transport: &http.Transport{
 		DisableKeepAlives: true, // a new connection, and so a new handshake, per request
 		TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12,
 			VerifyConnection: func(cs tls.ConnectionState) error { served = cs.PeerCertificates[0]; return nil }},
@@ -73,7 +73,7 @@ func TestWebConfig(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body), nil
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangTimeout)
 	for {
 		code, body, err := get("prometheus", "s3cret")
 		if err == nil && code == http.StatusOK {
