@@ -32,10 +32,13 @@ func soakDuration(t *testing.T) time.Duration {
 	return 60 * time.Second
 }
 
-// TestSoak scrapes the real sidecar 20 times a second while its ConfigMap is
-// swapped every 2 s and Kong fails every 25th fetch: no scrape fails beyond
-// the injected failures, every answer is one configuration's, and the
-// sidecar's goroutines, heap and open files stay flat.
+// TestSoak scrapes the real sidecar up to 20 times a second while its
+// ConfigMap is swapped every 2 s and Kong fails every 25th fetch: no scrape
+// fails beyond the injected failures, every answer is one configuration's,
+// and the sidecar's goroutines, heap and open files stay flat. How fast
+// the scrapes are answered is the load test's to report
+// (integration/loadtest), not this test's to assert: on a busy machine
+// there are fewer of them, and the checks hold all the same.
 func TestSoak(t *testing.T) {
 	duration := soakDuration(t)
 	page := kongsim.Sample()
@@ -79,7 +82,7 @@ func TestSoak(t *testing.T) {
 			t.Logf("sidecar output:\n%s", p.Output())
 		}
 	}()
-	if err := harness.WaitHTTP("http://"+addr+"/readyz", p, 10*time.Second); err != nil {
+	if err := harness.WaitHTTP("http://"+addr+"/readyz", p, hangTimeout); err != nil {
 		t.Fatal(err)
 	}
 
@@ -107,11 +110,13 @@ func TestSoak(t *testing.T) {
 	var scrapes, failed, commandOnly, billingOnly int
 	var warm, last map[string]float64
 	start := time.Now()
-	tick := time.NewTicker(50 * time.Millisecond) // 20 scrapes a second
+	tick := time.NewTicker(50 * time.Millisecond) // at most 20 scrapes a second
 	defer tick.Stop()
 	for ctx.Err() == nil {
 		<-tick.C
-		body, err := harness.Get(context.Background(), "http://"+addr+"/metrics")
+		scrapeCtx, cancelScrape := context.WithTimeout(context.Background(), hangTimeout)
+		body, err := harness.Get(scrapeCtx, "http://"+addr+"/metrics")
+		cancelScrape()
 		if err != nil {
 			t.Fatalf("scrape %d failed: %v", scrapes, err)
 		}
@@ -154,7 +159,9 @@ func TestSoak(t *testing.T) {
 			"heap":       own("go_memstats_heap_inuse_bytes"),
 			"fds":        own("process_open_fds"),
 		}
-		if warm == nil && time.Since(start) > duration/6 {
+		// Warm once a sixth of the run, a swap and a failed fetch are
+		// behind it: when it is sampled, not a bound on anything.
+		if warm == nil && time.Since(start) > duration/6 && commandOnly > 0 && billingOnly > 0 && failed > 0 {
 			warm = sample
 		}
 		last = sample
@@ -169,8 +176,8 @@ func TestSoak(t *testing.T) {
 	if commandOnly == 0 || billingOnly == 0 {
 		t.Errorf("configurations served: command %d, billing %d; want both", commandOnly, billingOnly)
 	}
-	if min := int(duration.Seconds()) * 15; scrapes < min {
-		t.Errorf("%d scrapes in %s, want at least %d", scrapes, duration, min)
+	if warm == nil {
+		t.Fatalf("%d scrapes never saw both configurations and a failed fetch: nothing to compare the last sample with", scrapes)
 	}
 	t.Logf("%d scrapes, %d config swaps, %d injected failures, %d answers without Kong; warm %v, last %v",
 		scrapes, swaps, injected.Load(), failed, warm, last)
