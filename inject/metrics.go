@@ -1,12 +1,10 @@
 package inject
 
 import (
-	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/version"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 )
 
 // ResultError is the admissions_total result of a request the handler
@@ -27,8 +25,10 @@ type Metrics struct {
 	tlsNotAfter     prometheus.Gauge
 }
 
-// NewMetrics creates the injector's metrics, and build_info, and registers
-// them with reg.
+// NewMetrics creates the injector's metrics, and
+// kong_metrics_injector_build_info (client_golang's version collector, from
+// github.com/prometheus/common/version's variables), and registers them with
+// reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -53,17 +53,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Expiry of the serving certificate in use, in seconds since the epoch.",
 		}),
 	}
-	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "kong_metrics_injector_build_info",
-		Help: "Always 1; labels say how the injector was built.",
-	}, []string{"version", "revision", "goversion"})
-	buildInfo.WithLabelValues(version.Version, version.Revision, runtime.Version()).Set(1)
 	for _, r := range results {
 		m.admissions.WithLabelValues(r)
 	}
 	m.tlsReloads.WithLabelValues("success")
 	m.tlsReloads.WithLabelValues("failure")
-	reg.MustRegister(m.admissions, m.duration, m.tlsReloads, m.tlsLastReloadOK, m.tlsNotAfter, buildInfo)
+	reg.MustRegister(m.admissions, m.duration, m.tlsReloads, m.tlsLastReloadOK, m.tlsNotAfter,
+		versioncollector.NewCollector("kong_metrics_injector"))
 	return m
 }
 

@@ -1,28 +1,58 @@
 package version_test
 
 import (
+	"bufio"
+	"context"
 	"debug/buildinfo"
 	"debug/elf"
+	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 const (
-	repoRoot     = ".."
-	testVersion  = "v9.9.9-test"
-	testRevision = "abc123"
-	versionPkg   = "github.com/kong-metrics-sidecar/kong-metrics-sidecar/version"
+	repoRoot   = ".."
+	versionPkg = "github.com/prometheus/common/version"
 )
 
+// stamps are the test's values of the build's variables: the make variable
+// and Dockerfile argument, the github.com/prometheus/common/version variable
+// it sets, and the value.
+var stamps = []struct{ arg, variable, value string }{
+	{"VERSION", "Version", "v9.9.9-test"},
+	{"REVISION", "Revision", "abc123"},
+	{"BRANCH", "Branch", "test-branch"},
+	{"BUILD_USER", "BuildUser", "tester@example"},
+	{"BUILD_DATE", "BuildDate", "20260102-03:04:05"},
+}
+
+// stamp returns the test's value of the make variable arg.
+func stamp(arg string) string {
+	for _, s := range stamps {
+		if s.arg == arg {
+			return s.value
+		}
+	}
+	panic("BUG: no stamp " + arg)
+}
+
 // makeBuild returns the command line `make build` runs with the test's
-// VERSION and REVISION, as `make -n` prints it.
+// stamps, as `make -n` prints it.
 func makeBuild(t *testing.T) string {
 	t.Helper()
-	cmd := exec.Command("make", "-n", "build", "VERSION="+testVersion, "REVISION="+testRevision)
+	args := []string{"-n", "build"}
+	for _, s := range stamps {
+		args = append(args, s.arg+"="+s.value)
+	}
+	cmd := exec.Command("make", args...)
 	cmd.Dir = repoRoot
 	out, err := cmd.Output()
 	if err != nil {
@@ -42,7 +72,8 @@ func makeBuild(t *testing.T) string {
 
 // TestBuildIsStaticAndStamped runs `make build`'s own command line, with its
 // output sent to a temporary directory instead of bin/, and checks that
-// both binaries are static and print the stamped version.
+// both binaries are static and print the stamped version, and that the
+// sidecar's build_info carries it.
 func TestBuildIsStaticAndStamped(t *testing.T) {
 	line := makeBuild(t)
 	const out = " -o bin/ "
@@ -81,10 +112,92 @@ func TestBuildIsStaticAndStamped(t *testing.T) {
 			t.Errorf("%s -version: %v", name, err)
 			continue
 		}
-		want := name + " version " + testVersion + " (revision " + testRevision + ", " + bi.GoVersion + ")\n"
-		if string(got) != want {
-			t.Errorf("%s -version printed %q, want %q", name, got, want)
+		tags := settings["-tags"]
+		if tags == "" {
+			tags = "unknown"
 		}
+		want := name + ", version " + stamp("VERSION") + " (branch: " + stamp("BRANCH") + ", revision: " + stamp("REVISION") + ")\n" +
+			"  build user:       " + stamp("BUILD_USER") + "\n" +
+			"  build date:       " + stamp("BUILD_DATE") + "\n" +
+			"  go version:       " + bi.GoVersion + "\n" +
+			"  platform:         " + settings["GOOS"] + "/" + settings["GOARCH"] + "\n" +
+			"  tags:             " + tags + "\n"
+		if string(got) != want {
+			t.Errorf("%s -version printed\n%s\nwant\n%s", name, got, want)
+		}
+	}
+	checkBuildInfo(t, filepath.Join(dir, "kong-metrics-sidecar"))
+}
+
+// checkBuildInfo starts the sidecar at path on a free loopback port, with no
+// Kong to read, and checks that its /metrics has
+// kong_metrics_sidecar_build_info with the stamped labels users query.
+func checkBuildInfo(t *testing.T, path string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path)
+	cmd.Env = []string{
+		"SIDECAR_LISTEN_ADDR=127.0.0.1:0",
+		"SIDECAR_UPSTREAM_URL=http://127.0.0.1:1/metrics", // nothing listens: only the sidecar's own metrics
+		"SIDECAR_CONFIG_FILE=" + filepath.Join(t.TempDir(), "missing.yaml"),
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	// The sidecar logs JSON; its "serving" record names the port it got.
+	var addr string
+	sc := bufio.NewScanner(stderr)
+	for addr == "" && sc.Scan() {
+		var rec struct{ Msg, Addr string }
+		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "serving" {
+			addr = rec.Addr
+		}
+	}
+	if addr == "" {
+		t.Fatalf("the sidecar stopped logging before it served (%v)", sc.Err())
+	}
+	go io.Copy(io.Discard, stderr) // keep it from blocking on a full pipe
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for l := range strings.Lines(string(body)) {
+		if strings.HasPrefix(l, "kong_metrics_sidecar_build_info{") {
+			line = strings.TrimSpace(l)
+		}
+	}
+	if line == "" {
+		t.Fatalf("/metrics has no kong_metrics_sidecar_build_info:\n%s", body)
+	}
+	for _, want := range []string{
+		`version="` + stamp("VERSION") + `"`, `revision="` + stamp("REVISION") + `"`, `branch="` + stamp("BRANCH") + `"`,
+		`goversion="go`, `goos="`, `goarch="`,
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("%s lacks %s", line, want)
+		}
+	}
+	if !strings.HasSuffix(line, "} 1") {
+		t.Errorf("%s: want the value 1", line)
 	}
 }
 
@@ -123,7 +236,11 @@ func TestDockerfileUsesMakeBuildFlags(t *testing.T) {
 			if run != "" {
 				t.Fatal("the Dockerfile has more than one RUN with go build")
 			}
-			run = strings.NewReplacer("${VERSION}", testVersion, "${REVISION}", testRevision).Replace(l)
+			var oldnew []string
+			for _, s := range stamps {
+				oldnew = append(oldnew, "${"+s.arg+"}", s.value)
+			}
+			run = strings.NewReplacer(oldnew...).Replace(l)
 		}
 	}
 	if run == "" {
@@ -143,8 +260,8 @@ func TestDockerfileUsesMakeBuildFlags(t *testing.T) {
 	if got := ldflags("the Dockerfile", run); got != want {
 		t.Errorf("the Dockerfile's -ldflags %q, make build's %q", got, want)
 	}
-	for _, x := range []string{"-X " + versionPkg + ".Version=" + testVersion, "-X " + versionPkg + ".Revision=" + testRevision} {
-		if !strings.Contains(want, x) {
+	for _, s := range stamps {
+		if x := "-X " + versionPkg + "." + s.variable + "=" + s.value; !strings.Contains(want, x) {
 			t.Errorf("make build's -ldflags %q lack %q", want, x)
 		}
 	}

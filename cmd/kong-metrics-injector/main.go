@@ -16,10 +16,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/common/version"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/inject"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/version"
 )
 
 const program = "kong-metrics-injector"
@@ -32,6 +32,15 @@ const (
 )
 
 func main() { os.Exit(run()) }
+
+// A build that -ldflags did not stamp (go build, go run, go test) has the
+// version dev in -version, build_info, the logs and the annotation on
+// injected pods.
+func init() {
+	if version.Version == "" {
+		version.Version = "dev"
+	}
+}
 
 func run() int {
 	flags := flag.NewFlagSet(program, flag.ContinueOnError)
@@ -48,7 +57,7 @@ func run() int {
 		return exitSettings
 	}
 	if *showVersion {
-		fmt.Println(version.String(program))
+		fmt.Println(version.Print(program))
 		return exitOK
 	}
 	settings, err := inject.LoadSettings(os.Environ())
@@ -73,7 +82,7 @@ func run() int {
 
 // serve wires the injector together and serves until ctx is done.
 func serve(ctx context.Context, s inject.Settings, logger *slog.Logger) error {
-	logger.Info("Starting", "version", version.Version, "revision", version.Revision, "mode", s.SidecarMode, "image", s.SidecarImage)
+	logger.Info("Starting", "version", version.Version, "revision", version.GetRevision(), "mode", s.SidecarMode, "image", s.SidecarImage)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := inject.NewMetrics(reg)

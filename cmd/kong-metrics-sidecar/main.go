@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -23,6 +22,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/config"
@@ -30,7 +31,6 @@ import (
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/kongadmin"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/version"
 )
 
 const program = "kong-metrics-sidecar"
@@ -43,6 +43,14 @@ const maxConcurrentScrapes = 64
 const shutdownGrace = 10 * time.Second
 
 func main() { os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr)) }
+
+// A build that -ldflags did not stamp (go build, go run, go test) has the
+// version dev in -version, build_info and the logs.
+func init() {
+	if version.Version == "" {
+		version.Version = "dev"
+	}
+}
 
 func run(args, environ []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet(program, flag.ContinueOnError)
@@ -57,7 +65,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, version.String(program))
+		fmt.Fprintln(stdout, version.Print(program))
 		return 0
 	}
 	if *checkConfig != "" {
@@ -81,7 +89,7 @@ func serve(settings Settings, logger *slog.Logger) error {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo(),
+		versioncollector.NewCollector("kong_metrics_sidecar"),
 	)
 	store := config.NewStore(settings.ConfigFile, reg, logger)
 	// A missing or invalid file is logged and counted; the sidecar serves
@@ -186,15 +194,6 @@ func serve(settings Settings, logger *slog.Logger) error {
 		return fmt.Errorf("shutting down: %w", err)
 	}
 	return nil
-}
-
-func buildInfo() prometheus.Collector {
-	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "kong_metrics_sidecar_build_info",
-		Help: "The sidecar's version, revision and Go version; always 1.",
-	}, []string{"version", "revision", "goversion"})
-	g.WithLabelValues(version.Version, version.Revision, runtime.Version()).Set(1)
-	return g
 }
 
 // check validates an extension file for -check-config.
