@@ -88,6 +88,14 @@ type File struct {
 	Err error
 }
 
+// Key identifies what the read returned: the content's hash, or the error.
+func (f File) Key() string {
+	if f.Err != nil {
+		return "error: " + f.Err.Error()
+	}
+	return hex.EncodeToString(f.Sum[:])
+}
+
 // Content is one read of every followed file.
 type Content struct {
 	// Files holds one File per path, in the order of Options.Paths.
@@ -112,22 +120,29 @@ func (c Content) Err() error {
 // does. Users call it for a first load that must not wait for Run.
 func Read(paths ...string) Content {
 	c := Content{Files: make([]File, len(paths))}
-	var key strings.Builder
 	for i, p := range paths {
 		f := File{Path: p}
 		f.Data, f.Err = os.ReadFile(p)
 		if f.Err != nil {
 			f.Data = nil
-			key.WriteString("error: " + f.Err.Error())
 		} else {
 			f.Sum = sha256.Sum256(f.Data)
-			key.WriteString(hex.EncodeToString(f.Sum[:]))
 		}
-		key.WriteByte(0)
 		c.Files[i] = f
 	}
-	c.key = key.String()
+	c.key = Key(c.Files)
 	return c
+}
+
+// Key identifies what reading files returned, as Content.Key does; a user
+// that follows several parts in one Content keys each part with it.
+func Key(files []File) string {
+	var key strings.Builder
+	for _, f := range files {
+		key.WriteString(f.Key())
+		key.WriteByte(0)
+	}
+	return key.String()
 }
 
 // Watcher follows files and delivers their settled content. One goroutine,
