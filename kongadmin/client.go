@@ -15,13 +15,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
-	"sync"
+	"sync/atomic"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
 
@@ -52,7 +53,8 @@ type ClientOptions struct {
 	URL string
 	// CAFile verifies the Admin API's certificate (empty: system roots).
 	// CertFile and KeyFile are a client certificate (both or neither).
-	// The files are re-read when their size or modification time changes.
+	// The files are followed for changes (see filewatch) while a
+	// Refresher runs on the Client; the last good ones stay in use.
 	CAFile, CertFile, KeyFile string
 	// Token is sent as the Kong-Admin-Token header when not empty.
 	Token string
@@ -66,6 +68,14 @@ type Client struct {
 	token    string
 	pageSize int
 	hc       *http.Client
+	files    *tlsFiles
+}
+
+// followFiles keeps the CA and client certificate in step with their files
+// until ctx is done. The Refresher's Run starts it; without it the files
+// loaded by NewClient stay in use.
+func (c *Client) followFiles(ctx context.Context, logger *slog.Logger) {
+	c.files.follow(ctx, logger)
 }
 
 // maxPages bounds one listing, so an Admin API that keeps answering with a
@@ -87,29 +97,24 @@ func NewClient(o ClientOptions) (*Client, error) {
 	if o.PageSize <= 0 {
 		o.PageSize = 1000
 	}
+	tf := newTLSFiles(o)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tlsConfig(o, base.Hostname())
+	tr.TLSClientConfig = tlsConfig(tf, base.Hostname())
 	tr.MaxIdleConnsPerHost = 1
-	return &Client{base: base, token: o.Token, pageSize: o.PageSize, hc: &http.Client{Transport: tr}}, nil
+	return &Client{base: base, token: o.Token, pageSize: o.PageSize, hc: &http.Client{Transport: tr}, files: tf}, nil
 }
 
-// tlsConfig loads the CA and the client certificate from their files on
-// each handshake that finds them changed, keeping the last good ones.
-func tlsConfig(o ClientOptions, host string) *tls.Config {
+// tlsConfig builds the TLS configuration of o's Admin API connections.
+// Handshakes read the CA and the client certificate from tf, which keeps
+// the last good ones loaded from their files.
+func tlsConfig(tf *tlsFiles, host string) *tls.Config {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if o.CAFile != "" {
-		ca := &watchedFile[*x509.CertPool]{paths: []string{o.CAFile}, load: func(b [][]byte) (*x509.CertPool, error) {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(b[0]) {
-				return nil, fmt.Errorf("%s holds no PEM certificate", o.CAFile)
-			}
-			return pool, nil
-		}}
+	if tf.ca != nil {
 		// Verification is done in VerifyConnection against the CA as it is
 		// now, which a static RootCAs could not follow.
 		cfg.InsecureSkipVerify = true
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			pool, err := ca.get()
+			pool, err := tf.ca.get()
 			if err != nil {
 				return err
 			}
@@ -124,64 +129,132 @@ func tlsConfig(o ClientOptions, host string) *tls.Config {
 			return err
 		}
 	}
-	if o.CertFile != "" {
-		pair := &watchedFile[*tls.Certificate]{paths: []string{o.CertFile, o.KeyFile}, load: func(b [][]byte) (*tls.Certificate, error) {
-			c, err := tls.X509KeyPair(b[0], b[1])
-			return &c, err
-		}}
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pair.get() }
+	if tf.pair != nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return tf.pair.get() }
 	}
 	return cfg
 }
 
-// watchedFile is a value loaded from files, loaded again when one of them
-// changes size or modification time. A failed load keeps the last good value.
-type watchedFile[T any] struct {
-	paths []string
-	load  func([][]byte) (T, error)
+// tlsFiles are the CA and client certificate files, followed by one
+// filewatch.Watcher once follow runs; newTLSFiles loads them once first.
+type tlsFiles struct {
+	paths []string                  // the CA file (if any), then the certificate and key (if any)
+	ca    *loaded[*x509.CertPool]   // nil without a CA file
+	pair  *loaded[*tls.Certificate] // nil without a client certificate
+	parts []part
 
-	mu    sync.Mutex // Protects the fields below.
-	stamp string
+	started atomic.Bool // follow runs once
+}
+
+// part is one value loaded from some of the files.
+type part struct {
+	what   string
+	update func([]filewatch.File) error // fed every file, in the order of paths
+}
+
+func newTLSFiles(o ClientOptions) *tlsFiles {
+	tf := &tlsFiles{}
+	if o.CAFile != "" {
+		tf.ca = &loaded[*x509.CertPool]{load: func(f []filewatch.File) (*x509.CertPool, error) {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(f[0].Data) {
+				return nil, fmt.Errorf("%s holds no PEM certificate", o.CAFile)
+			}
+			return pool, nil
+		}}
+		n := len(tf.paths)
+		tf.paths = append(tf.paths, o.CAFile)
+		tf.parts = append(tf.parts, part{"CA", func(f []filewatch.File) error { return tf.ca.update(f[n : n+1]) }})
+	}
+	if o.CertFile != "" {
+		tf.pair = &loaded[*tls.Certificate]{load: func(f []filewatch.File) (*tls.Certificate, error) {
+			c, err := tls.X509KeyPair(f[0].Data, f[1].Data)
+			return &c, err
+		}}
+		n := len(tf.paths)
+		tf.paths = append(tf.paths, o.CertFile, o.KeyFile)
+		tf.parts = append(tf.parts, part{"client certificate", func(f []filewatch.File) error { return tf.pair.update(f[n : n+2]) }})
+	}
+	// A file that does not load is the handshakes' error until it does.
+	content := filewatch.Read(tf.paths...)
+	for _, p := range tf.parts {
+		_ = p.update(content.Files)
+	}
+	return tf
+}
+
+// follow keeps the parts in step with their files until ctx is done; it
+// returns at once without files, or when it already runs.
+func (tf *tlsFiles) follow(ctx context.Context, logger *slog.Logger) {
+	if len(tf.paths) == 0 || !tf.started.CompareAndSwap(false, true) {
+		return
+	}
+	filewatch.New(filewatch.Options{
+		Paths:  tf.paths,
+		What:   "Admin API CA and client certificate",
+		Logger: logger,
+	}, func(c filewatch.Content) error {
+		for _, p := range tf.parts {
+			if err := p.update(c.Files); err != nil {
+				logger.Warn("the Admin API "+p.what+" does not load; keeping the last good one", "err", err)
+			}
+		}
+		return nil
+	}).Run(ctx)
+}
+
+// loaded is a value loaded from files: the last good one, or, until one
+// loaded, why none did. Its methods are safe for concurrent use; update is
+// called by one goroutine at a time (newTLSFiles, then follow's).
+type loaded[T any] struct {
+	load func([]filewatch.File) (T, error)
+
+	current atomic.Pointer[result[T]]
+	tried   atomic.Pointer[string] // the filewatch.Key of the files last tried
+}
+
+type result[T any] struct {
 	value T
-	ok    bool
+	err   error
 }
 
-func (w *watchedFile[T]) get() (T, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var stamp strings.Builder
-	for _, p := range w.paths {
-		fi, err := os.Stat(p)
-		if err != nil {
-			return w.fallback(fmt.Errorf("tls: %w", err))
-		}
-		fmt.Fprintf(&stamp, "%d/%d;", fi.Size(), fi.ModTime().UnixNano())
+// get returns the last good value, or the error of the last load while
+// there is none.
+func (l *loaded[T]) get() (T, error) {
+	r := l.current.Load()
+	return r.value, r.err
+}
+
+// update loads files unless they are the ones tried last, and returns why
+// they did not load. A failure keeps the last good value.
+func (l *loaded[T]) update(files []filewatch.File) error {
+	key := filewatch.Key(files)
+	if last := l.tried.Load(); last != nil && *last == key {
+		return nil
 	}
-	if w.ok && stamp.String() == w.stamp {
-		return w.value, nil
+	defer l.tried.Store(&key)
+	var errs []error
+	for _, f := range files {
+		errs = append(errs, f.Err)
 	}
-	data := make([][]byte, len(w.paths))
-	for i, p := range w.paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return w.fallback(fmt.Errorf("tls: %w", err))
-		}
-		data[i] = b
+	err := errors.Join(errs...)
+	var v T
+	if err == nil {
+		v, err = l.load(files)
 	}
-	v, err := w.load(data)
 	if err != nil {
-		return w.fallback(fmt.Errorf("tls: loading %s: %w", strings.Join(w.paths, ", "), err))
+		paths := make([]string, len(files))
+		for i, f := range files {
+			paths[i] = f.Path
+		}
+		err = fmt.Errorf("tls: loading %s: %w", strings.Join(paths, ", "), err)
+		if cur := l.current.Load(); cur == nil || cur.err != nil {
+			l.current.Store(&result[T]{err: err})
+		}
+		return err
 	}
-	w.value, w.ok, w.stamp = v, true, stamp.String()
-	return v, nil
-}
-
-func (w *watchedFile[T]) fallback(err error) (T, error) {
-	if w.ok {
-		return w.value, nil
-	}
-	var zero T
-	return zero, err
+	l.current.Store(&result[T]{value: v})
+	return nil
 }
 
 // page is one page of GET /services.

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
@@ -173,10 +175,18 @@ func TestMutualTLS(t *testing.T) {
 	}
 	_, err = c.Services(t.Context())
 	checkKind(t, err, KindTLS)
+	ctx, cancel := context.WithCancel(t.Context())
+	followed := make(chan struct{})
+	go func() { c.followFiles(ctx, slog.New(slog.DiscardHandler)); close(followed) }()
+	defer func() { cancel(); <-followed }()
 	good, goodKey, _ := ca.Issue(4, time.Now().Add(time.Hour))
 	if err := harness.WritePair(certFile, keyFile, good, goodKey); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, "the new client certificate", func() bool {
+		cert, err := c.files.pair.get()
+		return err == nil && cert.Leaf != nil && cert.Leaf.SerialNumber.Int64() == 4
+	})
 	c.hc.CloseIdleConnections()
 	tags, err := c.Services(t.Context())
 	if err != nil || len(tags) != 1 {
@@ -191,6 +201,71 @@ func TestMutualTLS(t *testing.T) {
 	wrongCA, _ := NewClient(ClientOptions{URL: srv.URL, CAFile: otherCAFile, CertFile: certFile, KeyFile: keyFile})
 	_, err = wrongCA.Services(t.Context())
 	checkKind(t, err, KindTLS)
+}
+
+// TestRefresherFollowsClientFiles: the Refresher's Run follows its Client's
+// CA and client certificate files; a file replaced by something that does
+// not load keeps the last good value in use, and a missing file at start
+// is an error until it appears.
+func TestRefresherFollowsClientFiles(t *testing.T) {
+	ca, err := harness.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	caFile, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	cert1, key1, _ := ca.Issue(1, time.Now().Add(time.Hour))
+	if err := harness.WritePair(certFile, keyFile, cert1, key1); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewClient(ClientOptions{URL: "https://127.0.0.1:1", CAFile: caFile, CertFile: certFile, KeyFile: keyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.files.ca.get(); err == nil || !strings.Contains(err.Error(), "ca.pem") {
+		t.Errorf("the missing CA file: %v, want an error naming it", err)
+	}
+	serial := func() int64 {
+		cert, err := c.files.pair.get()
+		if err != nil {
+			t.Fatalf("client certificate: %v", err)
+		}
+		return cert.Leaf.SerialNumber.Int64()
+	}
+	if serial() != 1 {
+		t.Fatalf("serial %d at start, want 1", serial())
+	}
+
+	r := NewRefresher(c, Options{Interval: time.Hour})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the CA file", func() bool { _, err := c.files.ca.get(); return err == nil })
+	cert2, key2, _ := ca.Issue(2, time.Now().Add(time.Hour))
+	if err := harness.WritePair(certFile, keyFile, cert2, key2); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new client certificate", func() bool { return serial() == 2 })
+
+	// A broken pair keeps the last good one; the next good one is taken.
+	if err := harness.WritePair(certFile, keyFile, []byte("not a certificate"), key2); err != nil {
+		t.Fatal(err)
+	}
+	broken := filewatch.Read(certFile, keyFile).Key()
+	waitFor(t, "the broken pair to be tried", func() bool { k := c.files.pair.tried.Load(); return k != nil && *k == broken })
+	if serial() != 2 {
+		t.Errorf("serial %d with a broken pair, want the last good 2", serial())
+	}
+	cert3, key3, _ := ca.Issue(3, time.Now().Add(time.Hour))
+	if err := harness.WritePair(certFile, keyFile, cert3, key3); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the next good client certificate", func() bool { return serial() == 3 })
 }
 
 func TestErrorKinds(t *testing.T) {
@@ -352,15 +427,21 @@ func TestNudgeOnUnseenName(t *testing.T) {
 	}
 }
 
-// waitVersion waits for the Refresher to publish version v; it polls a
-// condition the Refresher makes true, with a deadline, rather than
-// sleeping a guessed time.
+// waitVersion waits for the Refresher to publish version v.
 func waitVersion(t *testing.T, r *Refresher, v uint64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for r.Mapping().Version < v {
+	waitFor(t, fmt.Sprintf("version %d", v), func() bool { return r.Mapping().Version >= v })
+}
+
+// waitFor polls a condition the code under test makes true, with a
+// deadline that only turns a hang into a failure, rather than sleeping a
+// guessed time.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("version %d not published", v)
+			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
 	}
