@@ -86,13 +86,9 @@ func startReloadSidecar(t *testing.T, payload map[string][]byte) *reloadSidecar 
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr, err := harness.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(volume.Dir, "config.yaml")
 	p, err := harness.Start("sidecar", bins["kong-metrics-sidecar"], nil, []string{
-		"SIDECAR_LISTEN_ADDR=" + addr,
+		"SIDECAR_LISTEN_ADDR=" + harness.AnyPort,
 		"SIDECAR_UPSTREAM_URL=" + kong.URL + "/metrics",
 		"SIDECAR_CONFIG_FILE=" + path,
 		"SIDECAR_CONFIG_POLL_INTERVAL=1h", // changes must come through file events or SIGHUP
@@ -107,6 +103,10 @@ func startReloadSidecar(t *testing.T, payload map[string][]byte) *reloadSidecar 
 			t.Logf("sidecar output:\n%s", p.Output())
 		}
 	})
+	addr, err := p.LoggedAddr(hangTimeout, "msg", "serving")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := harness.WaitHTTP("http://"+addr+"/readyz", p, hangTimeout); err != nil {
 		t.Fatal(err)
 	}

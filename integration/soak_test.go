@@ -63,15 +63,11 @@ func TestSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr, err := harness.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
 	p, err := harness.Start("sidecar", bins["kong-metrics-sidecar"], nil, []string{
-		"SIDECAR_LISTEN_ADDR=" + addr,
+		"SIDECAR_LISTEN_ADDR=" + harness.AnyPort,
 		"SIDECAR_UPSTREAM_URL=" + kong.URL + "/metrics",
 		"SIDECAR_CONFIG_FILE=" + filepath.Join(volume.Dir, "config.yaml"),
-		"SIDECAR_LOG_LEVEL=error",
+		"SIDECAR_LOG_LEVEL=info", // the address it listens on; then a line or two per swap
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -82,6 +78,10 @@ func TestSoak(t *testing.T) {
 			t.Logf("sidecar output:\n%s", p.Output())
 		}
 	}()
+	addr, err := p.LoggedAddr(hangTimeout, "msg", "serving")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := harness.WaitHTTP("http://"+addr+"/readyz", p, hangTimeout); err != nil {
 		t.Fatal(err)
 	}

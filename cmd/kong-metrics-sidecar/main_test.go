@@ -153,19 +153,19 @@ func buildSidecar(t *testing.T) string {
 	return bins["kong-metrics-sidecar"]
 }
 
-// startSidecar starts bin on a free loopback address with env added to
-// SIDECAR_LISTEN_ADDR, and stops it when the test ends.
+// startSidecar starts bin on a loopback port the kernel picks, with env
+// added to SIDECAR_LISTEN_ADDR, returns the address it logged, and stops
+// it when the test ends.
 func startSidecar(t *testing.T, bin string, env ...string) (addr string, p *harness.Process) {
 	t.Helper()
-	addr, err := harness.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err = harness.Start("sidecar", bin, nil, append([]string{"SIDECAR_LISTEN_ADDR=" + addr}, env...))
+	p, err := harness.Start("sidecar", bin, nil, append([]string{"SIDECAR_LISTEN_ADDR=" + harness.AnyPort}, env...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Stop(5 * time.Second) })
+	if addr, err = p.LoggedAddr(hangTimeout, "msg", "serving"); err != nil {
+		t.Fatal(err)
+	}
 	return addr, p
 }
 

@@ -58,13 +58,14 @@ func StartSimulator(ctx context.Context, routes int, dir string, logf func(strin
 	if err != nil {
 		return nil, err
 	}
-	addr, err := harness.FreeAddr()
+	sim, err := harness.Start("kong-simulator", bins["kong-simulator"],
+		[]string{"-listen", harness.AnyPort, "-proxy-listen", "", "-routes", strconv.Itoa(routes)}, nil)
 	if err != nil {
 		return nil, err
 	}
-	sim, err := harness.Start("kong-simulator", bins["kong-simulator"],
-		[]string{"-listen", addr, "-proxy-listen", "", "-routes", strconv.Itoa(routes)}, nil)
+	addr, err := sim.LoggedAddr(time.Minute, "msg", "Listening", "listener", "status")
 	if err != nil {
+		sim.Stop(5 * time.Second)
 		return nil, err
 	}
 	s := &Stack{bins: bins, simulator: sim, StatusURL: "http://" + addr + "/metrics", dir: dir, logf: logf}
@@ -92,12 +93,8 @@ func (s *Stack) StartSidecar(name, extension string, env ...string) (*Sidecar, e
 	if err := os.WriteFile(file, []byte(extension), 0o644); err != nil {
 		return nil, err
 	}
-	addr, err := harness.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
 	p, err := harness.Start("kong-metrics-sidecar", s.bins["kong-metrics-sidecar"], nil, append([]string{
-		"SIDECAR_LISTEN_ADDR=" + addr,
+		"SIDECAR_LISTEN_ADDR=" + harness.AnyPort,
 		"SIDECAR_UPSTREAM_URL=" + s.StatusURL,
 		"SIDECAR_CONFIG_FILE=" + file,
 		"SIDECAR_SCRAPE_TIMEOUT=60s",
@@ -106,7 +103,12 @@ func (s *Stack) StartSidecar(name, extension string, env ...string) (*Sidecar, e
 	if err != nil {
 		return nil, err
 	}
-	if err := harness.WaitHTTP("http://"+addr+"/readyz", p, 20*time.Second); err != nil {
+	addr, err := p.LoggedAddr(time.Minute, "msg", "serving")
+	if err != nil {
+		p.Stop(5 * time.Second)
+		return nil, err
+	}
+	if err := harness.WaitHTTP("http://"+addr+"/readyz", p, time.Minute); err != nil {
 		p.Stop(5 * time.Second)
 		return nil, err
 	}
