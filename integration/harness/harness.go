@@ -267,6 +267,11 @@ var (
 // Binaries builds the project's programs once per test process into
 // integration/.work/bin (ignored by git) and returns their paths by name:
 // kong-metrics-sidecar, kong-metrics-injector (when present) and kong-simulator.
+//
+// Test processes of several packages may call it at once (go test runs
+// packages in parallel), so each builds into a directory of its own and
+// renames the binaries into place: a path always holds a whole binary,
+// and one that a process runs is never written over.
 func Binaries(ctx context.Context) (map[string]string, error) {
 	buildOnce.Do(func() {
 		dir := filepath.Join(RepoRoot(), "integration", ".work", "bin")
@@ -277,7 +282,29 @@ func Binaries(ctx context.Context) (map[string]string, error) {
 		if _, err := os.Stat(filepath.Join(RepoRoot(), "cmd", "kong-metrics-injector")); err == nil {
 			pkgs = append(pkgs, "./cmd/kong-metrics-injector")
 		}
-		buildBins, buildErr = Build(ctx, dir, pkgs...)
+		buildBins, buildErr = buildInto(ctx, dir, pkgs)
 	})
 	return buildBins, buildErr
+}
+
+// buildInto builds pkgs into a new directory inside dir, then renames each
+// binary into dir.
+func buildInto(ctx context.Context, dir string, pkgs []string) (map[string]string, error) {
+	tmp, err := os.MkdirTemp(dir, ".build-")
+	if err != nil {
+		return nil, fmt.Errorf("making a build directory: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	bins, err := Build(ctx, tmp, pkgs...)
+	if err != nil {
+		return nil, err
+	}
+	for name, built := range bins {
+		final := filepath.Join(dir, name)
+		if err := os.Rename(built, final); err != nil {
+			return nil, fmt.Errorf("moving %s into place: %w", name, err)
+		}
+		bins[name] = final
+	}
+	return bins, nil
 }
