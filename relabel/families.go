@@ -1,12 +1,5 @@
 package relabel
 
-// AddedLabels are the labels every kept series gains, in output order.
-var AddedLabels = [...]string{"kubernetes_namespace", "kubernetes_name", "kubernetes_kind", "exported_namespace", "exported_service"}
-
-// RenamedServiceLabel is the name Kong's `service` label gets, so that it can
-// never clash with a Prometheus target label.
-const RenamedServiceLabel = "kong_service"
-
 // family describes one Kong metric family the rewriter can keep.
 type family struct {
 	name      string // family name as in # HELP and # TYPE

@@ -110,7 +110,7 @@ func (p *Page) AppendLine(dst, line []byte) []byte {
 		if fi != upstreamFamily {
 			sh.renames[0], sh.nRenames = 0, 1 // the key label is service
 		}
-		if sh.parse(body, keyEnd) {
+		if sh.parse(body, keyEnd, &p.rw.added.reserved) {
 			if fam.histogram && sh.nRenames == 1 {
 				p.rw.rememberTail(t, body[keyEnd:sh.split])
 			}
@@ -167,7 +167,7 @@ func (p *Page) appendRun(dst, line []byte) ([]byte, bool) {
 		}
 	}
 	sh := p.runShape
-	if !sh.parse(body, headEnd-1) {
+	if !sh.parse(body, headEnd-1, &p.rw.added.reserved) {
 		return dst, false
 	}
 	dst = p.keep(dst, p.runFamily)
@@ -342,9 +342,9 @@ var nameChars = func() (t [256]bool) {
 // parse reads the labels of body (what follows '{') from i, the end of
 // the labels already read (the key's, or a run's head), and reports
 // whether the line has the shape plainShape describes, is valid and
-// carries none of the labels the rewriter adds. When it does not, the
-// slow path gives the verdict.
-func (sh *plainShape) parse(body []byte, i int) bool {
+// carries none of the reserved names (those the rewriter adds or renames
+// to). When it does not, the slow path gives the verdict.
+func (sh *plainShape) parse(body []byte, i int, reserved *nameSet) bool {
 	le := -1 // where the le label starts
 	for {
 		if i >= len(body) {
@@ -373,8 +373,10 @@ func (sh *plainShape) parse(body []byte, i int) bool {
 			}
 			sh.renames[sh.nRenames] = i
 			sh.nRenames++
-		case "kong_service", "kubernetes_namespace", "kubernetes_name", "kubernetes_kind", "exported_namespace", "exported_service":
-			return false
+		default:
+			if reserved.has(body[i:j]) {
+				return false
+			}
 		}
 		end, flags := scanValue(body[j+2:])
 		if end < 0 || flags != 0 || le == i && !validFloat(body[j+2:j+2+end]) {

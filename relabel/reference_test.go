@@ -12,10 +12,10 @@ import (
 )
 
 // This file is the reference rewriter: the plain implementation of what
-// rewrite.go does fast, kept as the oracle that FuzzRewriteMatchesReference
+// the Rewriter does fast, kept as the oracle that FuzzRewriteMatchesReference
 // and the benchmarks check the fast path against. It parses every line in
 // full, looks every key up in a map and builds each output line label by
-// label. It shares only data with rewrite.go (families, AddedLabels, the
+// label. It shares only data with the Rewriter (families, AddedLabels, the
 // resolvers), never code, so a bug in the fast path cannot hide in both.
 //
 // The rules it states, in the order they apply to a series line:

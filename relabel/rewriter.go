@@ -13,7 +13,8 @@ const maxCachedTargets = 1 << 16
 // Rewriter rewrites pages for one Selection. It is safe for concurrent use;
 // it caches what each Kong service name resolves to.
 type Rewriter struct {
-	sel Selection
+	sel   Selection
+	added *additions
 
 	mu    sync.RWMutex          // Protects cache.
 	cache [2]map[string]*target // by key kind (service, upstream), then the raw label value
@@ -52,8 +53,10 @@ const (
 )
 
 // New returns a Rewriter for sel. sel must not be modified afterwards.
-func New(sel Selection) *Rewriter {
-	return &Rewriter{sel: sel, cache: [2]map[string]*target{{}, {}}}
+func New(sel Selection) *Rewriter { return newRewriter(sel, defaultAdditions) }
+
+func newRewriter(sel Selection, added *additions) *Rewriter {
+	return &Rewriter{sel: sel, added: added, cache: [2]map[string]*target{{}, {}}}
 }
 
 // Selection returns the selection the Rewriter was made for.
@@ -101,16 +104,7 @@ func (rw *Rewriter) resolve(kind int, name string) *target {
 	if !ok {
 		return &target{}
 	}
-	// Service names are DNS labels (validated by the resolver and the
-	// config), so they need no escaping.
-	labels := make([]byte, 0, 128)
-	for i, v := range [...]string{svc.Namespace, svc.Name, "Service", svc.Namespace, svc.Name} {
-		labels = append(labels, ',')
-		labels = append(labels, AddedLabels[i]...)
-		labels = append(labels, '=', '"')
-		labels = append(labels, v...)
-		labels = append(labels, '"')
-	}
+	labels := rw.added.appendLabels(make([]byte, 0, 128), svc)
 	return &target{resolved: true, families: rw.sel.Services[svc], labels: labels}
 }
 

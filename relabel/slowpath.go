@@ -28,10 +28,12 @@ func (p *Page) appendParsed(dst, line []byte, nameEnd, fi int) []byte {
 			}
 		case "le":
 			le = i
-		case RenamedServiceLabel, AddedLabels[0], AddedLabels[1], AddedLabels[2], AddedLabels[3], AddedLabels[4]:
-			// Kong never sends these; a line that does would end with a label twice.
-			p.stats.Dropped[DropMalformed]++
-			return dst
+		default:
+			if p.rw.added.reserved.has(l.name) {
+				// Kong never sends these; a line that does would end with a label twice.
+				p.stats.Dropped[DropMalformed]++
+				return dst
+			}
 		}
 	}
 	if le >= 0 && !validFloat(labels[le].value) {
