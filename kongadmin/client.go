@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch"
@@ -68,14 +69,28 @@ type Client struct {
 	token    string
 	pageSize int
 	hc       *http.Client
-	files    *tlsFiles
+
+	ca        *loaded[*x509.CertPool]   // nil without a CA file
+	pair      *loaded[*tls.Certificate] // nil without a client certificate
+	following atomic.Bool               // followFiles runs once
 }
 
-// followFiles keeps the CA and client certificate in step with their files
-// until ctx is done. The Refresher's Run starts it; without it the files
-// loaded by NewClient stay in use.
+// followFiles keeps the CA and the client certificate in step with their
+// files until ctx is done; it returns at once when it already runs. The
+// Refresher's Run starts it; without it the files NewClient loaded stay in
+// use.
 func (c *Client) followFiles(ctx context.Context, logger *slog.Logger) {
-	c.files.follow(ctx, logger)
+	if !c.following.CompareAndSwap(false, true) {
+		return
+	}
+	var wg sync.WaitGroup
+	if c.ca != nil {
+		wg.Go(func() { c.ca.follow(ctx, logger) })
+	}
+	if c.pair != nil {
+		wg.Go(func() { c.pair.follow(ctx, logger) })
+	}
+	wg.Wait()
 }
 
 // maxPages bounds one listing, so an Admin API that keeps answering with a
@@ -97,24 +112,39 @@ func NewClient(o ClientOptions) (*Client, error) {
 	if o.PageSize <= 0 {
 		o.PageSize = 1000
 	}
-	tf := newTLSFiles(o)
+	c := &Client{base: base, token: o.Token, pageSize: o.PageSize}
+	if o.CAFile != "" {
+		c.ca = newLoaded("CA", []string{o.CAFile}, func(f []filewatch.File) (*x509.CertPool, error) {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(f[0].Data) {
+				return nil, fmt.Errorf("%s holds no PEM certificate", o.CAFile)
+			}
+			return pool, nil
+		})
+	}
+	if o.CertFile != "" {
+		c.pair = newLoaded("client certificate", []string{o.CertFile, o.KeyFile}, func(f []filewatch.File) (*tls.Certificate, error) {
+			pair, err := tls.X509KeyPair(f[0].Data, f[1].Data)
+			return &pair, err
+		})
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tlsConfig(tf, base.Hostname())
+	tr.TLSClientConfig = tlsConfig(c.ca, c.pair, base.Hostname())
 	tr.MaxIdleConnsPerHost = 1
-	return &Client{base: base, token: o.Token, pageSize: o.PageSize, hc: &http.Client{Transport: tr}, files: tf}, nil
+	c.hc = &http.Client{Transport: tr}
+	return c, nil
 }
 
-// tlsConfig builds the TLS configuration of o's Admin API connections.
-// Handshakes read the CA and the client certificate from tf, which keeps
-// the last good ones loaded from their files.
-func tlsConfig(tf *tlsFiles, host string) *tls.Config {
+// tlsConfig builds the TLS configuration of the Admin API connections:
+// each handshake uses the last good CA and client certificate loaded.
+func tlsConfig(ca *loaded[*x509.CertPool], pair *loaded[*tls.Certificate], host string) *tls.Config {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if tf.ca != nil {
+	if ca != nil {
 		// Verification is done in VerifyConnection against the CA as it is
 		// now, which a static RootCAs could not follow.
 		cfg.InsecureSkipVerify = true
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			pool, err := tf.ca.get()
+			pool, err := ca.get()
 			if err != nil {
 				return err
 			}
@@ -129,93 +159,35 @@ func tlsConfig(tf *tlsFiles, host string) *tls.Config {
 			return err
 		}
 	}
-	if tf.pair != nil {
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return tf.pair.get() }
+	if pair != nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pair.get() }
 	}
 	return cfg
 }
 
-// tlsFiles are the CA and client certificate files, followed by one
-// filewatch.Watcher once follow runs; newTLSFiles loads them once first.
-type tlsFiles struct {
-	paths []string                  // the CA file (if any), then the certificate and key (if any)
-	ca    *loaded[*x509.CertPool]   // nil without a CA file
-	pair  *loaded[*tls.Certificate] // nil without a client certificate
-	parts []part
-
-	started atomic.Bool // follow runs once
-}
-
-// part is one value loaded from some of the files.
-type part struct {
-	what   string
-	update func([]filewatch.File) error // fed every file, in the order of paths
-}
-
-func newTLSFiles(o ClientOptions) *tlsFiles {
-	tf := &tlsFiles{}
-	if o.CAFile != "" {
-		tf.ca = &loaded[*x509.CertPool]{load: func(f []filewatch.File) (*x509.CertPool, error) {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(f[0].Data) {
-				return nil, fmt.Errorf("%s holds no PEM certificate", o.CAFile)
-			}
-			return pool, nil
-		}}
-		n := len(tf.paths)
-		tf.paths = append(tf.paths, o.CAFile)
-		tf.parts = append(tf.parts, part{"CA", func(f []filewatch.File) error { return tf.ca.update(f[n : n+1]) }})
-	}
-	if o.CertFile != "" {
-		tf.pair = &loaded[*tls.Certificate]{load: func(f []filewatch.File) (*tls.Certificate, error) {
-			c, err := tls.X509KeyPair(f[0].Data, f[1].Data)
-			return &c, err
-		}}
-		n := len(tf.paths)
-		tf.paths = append(tf.paths, o.CertFile, o.KeyFile)
-		tf.parts = append(tf.parts, part{"client certificate", func(f []filewatch.File) error { return tf.pair.update(f[n : n+2]) }})
-	}
-	// A file that does not load is the handshakes' error until it does.
-	content := filewatch.Read(tf.paths...)
-	for _, p := range tf.parts {
-		_ = p.update(content.Files)
-	}
-	return tf
-}
-
-// follow keeps the parts in step with their files until ctx is done; it
-// returns at once without files, or when it already runs.
-func (tf *tlsFiles) follow(ctx context.Context, logger *slog.Logger) {
-	if len(tf.paths) == 0 || !tf.started.CompareAndSwap(false, true) {
-		return
-	}
-	filewatch.New(filewatch.Options{
-		Paths:  tf.paths,
-		What:   "Admin API CA and client certificate",
-		Logger: logger,
-	}, func(c filewatch.Content) error {
-		for _, p := range tf.parts {
-			if err := p.update(c.Files); err != nil {
-				logger.Warn("the Admin API "+p.what+" does not load; keeping the last good one", "err", err)
-			}
-		}
-		return nil
-	}).Run(ctx)
-}
-
 // loaded is a value loaded from files: the last good one, or, until one
-// loaded, why none did. Its methods are safe for concurrent use; update is
-// called by one goroutine at a time (newTLSFiles, then follow's).
+// loaded, why none did. get is safe for concurrent use; update is called by
+// one goroutine at a time (NewClient's, then follow's).
 type loaded[T any] struct {
-	load func([]filewatch.File) (T, error)
+	what  string
+	paths []string
+	load  func([]filewatch.File) (T, error)
 
 	current atomic.Pointer[result[T]]
-	tried   atomic.Pointer[string] // the filewatch.Key of the files last tried
+	tried   atomic.Pointer[string] // the Key of the content last tried
 }
 
 type result[T any] struct {
 	value T
 	err   error
+}
+
+// newLoaded loads the value from paths now; a failure is the handshakes'
+// error until the files load.
+func newLoaded[T any](what string, paths []string, load func([]filewatch.File) (T, error)) *loaded[T] {
+	l := &loaded[T]{what: what, paths: paths, load: load}
+	_ = l.update(filewatch.Read(paths...))
+	return l
 }
 
 // get returns the last good value, or the error of the last load while
@@ -225,29 +197,31 @@ func (l *loaded[T]) get() (T, error) {
 	return r.value, r.err
 }
 
-// update loads files unless they are the ones tried last, and returns why
-// they did not load. A failure keeps the last good value.
-func (l *loaded[T]) update(files []filewatch.File) error {
-	key := filewatch.Key(files)
+// follow updates the value whenever its files change, until ctx is done.
+func (l *loaded[T]) follow(ctx context.Context, logger *slog.Logger) {
+	filewatch.New(filewatch.Options{Paths: l.paths, What: "Admin API " + l.what, Logger: logger}, func(c filewatch.Content) error {
+		if err := l.update(c); err != nil {
+			logger.Warn("the Admin API "+l.what+" does not load; keeping the last good one", "err", err)
+		}
+		return nil
+	}).Run(ctx)
+}
+
+// update loads the value from c unless c is the content tried last, and
+// returns why it did not load. A failure keeps the last good value.
+func (l *loaded[T]) update(c filewatch.Content) error {
+	key := c.Key()
 	if last := l.tried.Load(); last != nil && *last == key {
 		return nil
 	}
-	defer l.tried.Store(&key)
-	var errs []error
-	for _, f := range files {
-		errs = append(errs, f.Err)
-	}
-	err := errors.Join(errs...)
+	l.tried.Store(&key)
+	err := c.Err()
 	var v T
 	if err == nil {
-		v, err = l.load(files)
+		v, err = l.load(c.Files)
 	}
 	if err != nil {
-		paths := make([]string, len(files))
-		for i, f := range files {
-			paths[i] = f.Path
-		}
-		err = fmt.Errorf("tls: loading %s: %w", strings.Join(paths, ", "), err)
+		err = fmt.Errorf("tls: loading %s: %w", strings.Join(l.paths, ", "), err)
 		if cur := l.current.Load(); cur == nil || cur.err != nil {
 			l.current.Store(&result[T]{err: err})
 		}

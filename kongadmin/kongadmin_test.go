@@ -184,7 +184,7 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the new client certificate", func() bool {
-		cert, err := c.files.pair.get()
+		cert, err := c.pair.get()
 		return err == nil && cert.Leaf != nil && cert.Leaf.SerialNumber.Int64() == 4
 	})
 	c.hc.CloseIdleConnections()
@@ -222,11 +222,11 @@ func TestRefresherFollowsClientFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.files.ca.get(); err == nil || !strings.Contains(err.Error(), "ca.pem") {
+	if _, err := c.ca.get(); err == nil || !strings.Contains(err.Error(), "ca.pem") {
 		t.Errorf("the missing CA file: %v, want an error naming it", err)
 	}
 	serial := func() int64 {
-		cert, err := c.files.pair.get()
+		cert, err := c.pair.get()
 		if err != nil {
 			t.Fatalf("client certificate: %v", err)
 		}
@@ -245,7 +245,7 @@ func TestRefresherFollowsClientFiles(t *testing.T) {
 	if err := os.WriteFile(caFile, ca.CertPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the CA file", func() bool { _, err := c.files.ca.get(); return err == nil })
+	waitFor(t, "the CA file", func() bool { _, err := c.ca.get(); return err == nil })
 	cert2, key2, _ := ca.Issue(2, time.Now().Add(time.Hour))
 	if err := harness.WritePair(certFile, keyFile, cert2, key2); err != nil {
 		t.Fatal(err)
@@ -257,7 +257,7 @@ func TestRefresherFollowsClientFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	broken := filewatch.Read(certFile, keyFile).Key()
-	waitFor(t, "the broken pair to be tried", func() bool { k := c.files.pair.tried.Load(); return k != nil && *k == broken })
+	waitFor(t, "the broken pair to be tried", func() bool { return *c.pair.tried.Load() == broken })
 	if serial() != 2 {
 		t.Errorf("serial %d with a broken pair, want the last good 2", serial())
 	}
