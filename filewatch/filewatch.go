@@ -130,19 +130,13 @@ func Read(paths ...string) Content {
 		}
 		c.Files[i] = f
 	}
-	c.key = Key(c.Files)
-	return c
-}
-
-// Key identifies what reading files returned, as Content.Key does; a user
-// that follows several parts in one Content keys each part with it.
-func Key(files []File) string {
 	var key strings.Builder
-	for _, f := range files {
+	for _, f := range c.Files {
 		key.WriteString(f.Key())
 		key.WriteByte(0)
 	}
-	return key.String()
+	c.key = key.String()
+	return c
 }
 
 // Watcher follows files and delivers their settled content. One goroutine,
