@@ -185,7 +185,7 @@ func TestUpstreamFailures(t *testing.T) {
 					serveKong(fixture)(w, r)
 				}).URL
 			}
-			// The good scrapes have newHandler's 5 s: only the failing
+			// The good scrapes have newHandler's minute: only the failing
 			// one is cut short, so a slow machine cannot make a good
 			// fetch time out.
 			h := newHandler(t, proxy.Options{UpstreamURL: url, MaxUpstreamBytes: tc.maxBytes})

@@ -151,12 +151,14 @@ func closedURL(t *testing.T) string {
 	return "http://" + addr + "/metrics"
 }
 
-// newHandler fills the options a test leaves out: a 5 s timeout, an 8 MiB
-// limit, the tutorial's selection, a fresh registry and a no-op logger.
+// newHandler fills the options a test leaves out: a minute's timeout (it
+// only turns a hung fetch into a failure, however slow the machine; tests
+// of timeouts set their own), an 8 MiB limit, the tutorial's selection, a
+// fresh registry and a no-op logger.
 func newHandler(t *testing.T, o proxy.Options) *proxy.Handler {
 	t.Helper()
 	if o.Timeout == 0 {
-		o.Timeout = 5 * time.Second
+		o.Timeout = time.Minute
 	}
 	if o.MaxUpstreamBytes == 0 {
 		o.MaxUpstreamBytes = 8 << 20
