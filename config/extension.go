@@ -99,16 +99,15 @@ func ParseExtension(data []byte) (*Extension, error) {
 	return p.ext, nil
 }
 
-// configFlags are spec.config's fields, in the order of Kong's CRD.
-var configFlags = []struct {
-	name   string
-	family relabel.Family
-}{
-	{"latency", relabel.Latency},
-	{"bandwidth", relabel.Bandwidth},
-	{"upstreamHealth", relabel.UpstreamHealth},
-	{"statusCode", relabel.StatusCode},
-}
+// configFields are spec.config's fields: relabel's flags by name, in the
+// order of Kong's CRD.
+var configFields = func() []string {
+	names := make([]string, len(relabel.Flags))
+	for i, f := range relabel.Flags {
+		names[i] = f.String()
+	}
+	return names
+}()
 
 type parser struct {
 	ext        *Extension
@@ -164,10 +163,10 @@ func (p *parser) extension(doc *yaml.Node, f map[string]*yaml.Node) {
 
 	spec := p.fields(p.required(f["spec"], "spec", doc), "spec", "serviceSelector", "config")
 	var flags relabel.Family
-	cfg := p.fields(spec["config"], "spec.config", "latency", "bandwidth", "upstreamHealth", "statusCode")
-	for _, flag := range configFlags {
-		if p.boolean(cfg[flag.name], "spec.config."+flag.name) {
-			flags |= flag.family
+	cfg := p.fields(spec["config"], "spec.config", configFields...)
+	for _, flag := range relabel.Flags {
+		if p.boolean(cfg[flag.String()], "spec.config."+flag.String()) {
+			flags |= flag
 		}
 	}
 	sel := p.fields(p.required(spec["serviceSelector"], "spec.serviceSelector", f["spec"]), "spec.serviceSelector", "matchNames")

@@ -87,3 +87,29 @@ func TestLoadExtensionMissing(t *testing.T) {
 		t.Errorf("err = %v, want one naming the file", err)
 	}
 }
+
+// TestConfigFlags checks that spec.config takes each of relabel's flags by
+// its name and selects that flag, and nothing else.
+func TestConfigFlags(t *testing.T) {
+	command := relabel.Service{Namespace: "kong", Name: "command"}
+	f := func(config string, want relabel.Family) {
+		t.Helper()
+		doc := "kind: DataPlaneMetricsExtension\napiVersion: gateway-operator.konghq.com/v1alpha1\n" +
+			"metadata: {namespace: kong}\nspec:\n  serviceSelector: {matchNames: [{name: command}]}\n  config: {" + config + "}\n"
+		ext, err := ParseExtension([]byte(doc))
+		if err != nil {
+			t.Fatalf("config {%s}: %v", config, err)
+		}
+		if got := ext.Selection.Services[command]; got != want {
+			t.Errorf("config {%s} selects %s, want %s", config, got, want)
+		}
+	}
+	var all []string
+	for _, flag := range relabel.Flags {
+		f(flag.String()+": true", flag)
+		f(flag.String()+": false", 0)
+		all = append(all, flag.String()+": true")
+	}
+	f(strings.Join(all, ", "), relabel.Latency|relabel.StatusCode|relabel.Bandwidth|relabel.UpstreamHealth)
+	f("", 0)
+}

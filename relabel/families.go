@@ -1,24 +1,77 @@
 package relabel
 
-// family describes one Kong metric family the rewriter can keep.
-type family struct {
-	name      string // family name as in # HELP and # TYPE
-	flag      Family
-	keyLabel  string // the label naming the Kong service or upstream
-	histogram bool
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Family is one group of Kong metric families that a DataPlaneMetricsExtension
+// flag enables; a Family value with several bits set is a set of them.
+type Family uint8
+
+// The flags of a DataPlaneMetricsExtension's spec.config. flagDefs says
+// which Kong families each keeps.
+const (
+	// Latency keeps Kong's latency histograms.
+	Latency Family = 1 << iota
+	// StatusCode keeps Kong's request counter.
+	StatusCode
+	// Bandwidth keeps Kong's bandwidth counter.
+	Bandwidth
+	// UpstreamHealth keeps Kong's upstream target health.
+	UpstreamHealth
+)
+
+// flagDef is one flag and the Kong families it keeps.
+type flagDef struct {
+	flag     Family
+	name     string   // the flag's field in spec.config
+	families []family // name, keyLabel and histogram; flag comes from the flagDef
 }
 
-// families are the Kong families a selection can keep, by index.
-var families = [...]family{
-	{"kong_bandwidth_bytes", Bandwidth, "service", false},
-	{"kong_http_requests_total", StatusCode, "service", false},
-	{"kong_kong_latency_ms", Latency, "service", true},
-	{"kong_request_latency_ms", Latency, "service", true},
-	{"kong_upstream_latency_ms", Latency, "service", true},
-	{"kong_upstream_target_health", UpstreamHealth, "upstream", false},
+// flagDefs are the flags, in the order of Kong's CRD, with the Kong
+// families each keeps. This is the one table of them: Flags, Family.String,
+// FamilyNames and the rewriter's families come from it, config decodes
+// spec.config by it, and a test checks the README's table against it.
+var flagDefs = [...]flagDef{
+	{Latency, "latency", []family{
+		{name: "kong_upstream_latency_ms", keyLabel: "service", histogram: true},
+		{name: "kong_request_latency_ms", keyLabel: "service", histogram: true},
+		{name: "kong_kong_latency_ms", keyLabel: "service", histogram: true},
+	}},
+	{Bandwidth, "bandwidth", []family{{name: "kong_bandwidth_bytes", keyLabel: "service"}}},
+	{UpstreamHealth, "upstreamHealth", []family{{name: "kong_upstream_target_health", keyLabel: "upstream"}}},
+	{StatusCode, "statusCode", []family{{name: "kong_http_requests_total", keyLabel: "service"}}},
 }
 
-// FamilyNames lists the Kong family names a flag keeps.
+// Flags lists every flag, in the order of Kong's CRD; each one's String is
+// its field in spec.config.
+var Flags = func() (flags [len(flagDefs)]Family) {
+	for i, d := range flagDefs {
+		flags[i] = d.flag
+	}
+	return flags
+}()
+
+// Has reports whether every flag of f is in fs.
+func (fs Family) Has(f Family) bool { return fs&f == f && f != 0 }
+
+// String lists the flags by their extension-file names, for logs and -check-config.
+func (fs Family) String() string {
+	var names []string
+	for _, d := range flagDefs {
+		if fs&d.flag != 0 {
+			names = append(names, d.name)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ",")
+}
+
+// FamilyNames lists the Kong family names a flag keeps, sorted.
 func FamilyNames(f Family) []string {
 	var names []string
 	for _, fam := range families {
@@ -29,8 +82,35 @@ func FamilyNames(f Family) []string {
 	return names
 }
 
-// upstreamFamily is the family whose key is upstream, not service.
-const upstreamFamily = 5
+// family describes one Kong metric family the rewriter can keep.
+type family struct {
+	name      string // family name as in # HELP and # TYPE
+	flag      Family
+	keyLabel  string // the label naming the Kong service or upstream
+	histogram bool
+}
+
+// numFamilies is the number of families flagDefs lists, a constant so that
+// a Page can hold its per-family state in arrays.
+const numFamilies = 6
+
+// families are the Kong families a selection can keep, by index: those of
+// flagDefs, sorted by name.
+var families = func() (fams [numFamilies]family) {
+	var all []family
+	for _, d := range flagDefs {
+		for _, f := range d.families {
+			f.flag = d.flag
+			all = append(all, f)
+		}
+	}
+	if len(all) != numFamilies {
+		panic(fmt.Sprintf("BUG: flagDefs lists %d families, numFamilies is %d", len(all), numFamilies))
+	}
+	slices.SortFunc(all, func(a, b family) int { return strings.Compare(a.name, b.name) })
+	copy(fams[:], all)
+	return fams
+}()
 
 var (
 	familyByName   = map[string]int{} // family name → index into families
@@ -42,13 +122,17 @@ var (
 
 func init() {
 	for i, f := range families {
+		if _, dup := familyByName[f.name]; dup {
+			panic("BUG: flagDefs lists family " + f.name + " twice")
+		}
 		familyByName[f.name] = i
 		keyPrefix[i] = f.keyLabel + `="`
-		if f.keyLabel == "upstream" {
+		switch f.keyLabel {
+		case "service":
+		case "upstream":
 			keyKind[i] = keyUpstream
-		}
-		if (f.keyLabel == "upstream") != (i == upstreamFamily) {
-			panic("BUG: upstreamFamily is not the family keyed by upstream")
+		default:
+			panic("BUG: family " + f.name + " is keyed by neither service nor upstream")
 		}
 		if !f.histogram {
 			familyBySeries[f.name] = i

@@ -107,7 +107,7 @@ func (p *Page) AppendLine(dst, line []byte) []byte {
 			}
 		}
 		sh := plainShape{last: -1}
-		if fi != upstreamFamily {
+		if keyKind[fi] == keyService {
 			sh.renames[0], sh.nRenames = 0, 1 // the key label is service
 		}
 		if sh.parse(body, keyEnd, &p.rw.added.reserved) {

@@ -8,44 +8,6 @@
 // The package does no I/O: callers feed it lines and own the buffers.
 package relabel
 
-import "strings"
-
-// Family is one group of Kong metric families that a DataPlaneMetricsExtension
-// flag enables; a Family value with several bits set is a set of them.
-type Family uint8
-
-// The flags of a DataPlaneMetricsExtension's spec.config.
-const (
-	// Latency keeps kong_upstream_latency_ms, kong_request_latency_ms and kong_kong_latency_ms.
-	Latency Family = 1 << iota
-	// StatusCode keeps kong_http_requests_total.
-	StatusCode
-	// Bandwidth keeps kong_bandwidth_bytes.
-	Bandwidth
-	// UpstreamHealth keeps kong_upstream_target_health.
-	UpstreamHealth
-)
-
-// Has reports whether every flag of f is in fs.
-func (fs Family) Has(f Family) bool { return fs&f == f && f != 0 }
-
-// String lists the flags by their extension-file names, for logs and -check-config.
-func (fs Family) String() string {
-	var names []string
-	for _, f := range []struct {
-		flag Family
-		name string
-	}{{Latency, "latency"}, {Bandwidth, "bandwidth"}, {UpstreamHealth, "upstreamHealth"}, {StatusCode, "statusCode"}} {
-		if fs&f.flag != 0 {
-			names = append(names, f.name)
-		}
-	}
-	if len(names) == 0 {
-		return "none"
-	}
-	return strings.Join(names, ",")
-}
-
 // Service names a Kubernetes Service.
 type Service struct {
 	Namespace string
