@@ -161,7 +161,8 @@ type Watcher struct {
 // New returns a Watcher that calls deliver, from Run's goroutine, with each
 // settled content that differs from the last one delivered. deliver's error
 // is returned by Reload; Run ignores it (deliver logs and counts what it
-// rejects). Nothing happens until Run.
+// rejects). deliver may keep the Content and its Data: each read allocates
+// anew. Nothing happens until Run.
 func New(opts Options, deliver func(Content) error) *Watcher {
 	w := &Watcher{
 		paths:    slices.Clone(opts.Paths),
