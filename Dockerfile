@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # kong-metrics-sidecar and kong-metrics-injector, static, in one distroless
 # non-root image. Build it with `make image` (docker or podman), which
-# passes VERSION and REVISION. `make build` uses the same go build flags;
-# version/build_test.go checks that they agree.
+# passes VERSION, REVISION, BRANCH, BUILD_USER and BUILD_DATE. `make build`
+# uses the same go build flags; version/build_test.go checks that they agree.
 
 # The builder runs on the build machine's platform and cross-compiles, so a
 # multi-platform build (--platform linux/amd64,linux/arm64) needs no emulation.
@@ -15,12 +15,15 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 COPY . .
 ARG VERSION=dev
 ARG REVISION=unknown
+ARG BRANCH=unknown
+ARG BUILD_USER=unknown
+ARG BUILD_DATE=unknown
 ARG TARGETOS
 ARG TARGETARCH
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath \
-      -ldflags "-s -w -X github.com/kong-metrics-sidecar/kong-metrics-sidecar/version.Version=${VERSION} -X github.com/kong-metrics-sidecar/kong-metrics-sidecar/version.Revision=${REVISION}" \
+      -ldflags "-s -w -X github.com/prometheus/common/version.Version=${VERSION} -X github.com/prometheus/common/version.Revision=${REVISION} -X github.com/prometheus/common/version.Branch=${BRANCH} -X github.com/prometheus/common/version.BuildUser=${BUILD_USER} -X github.com/prometheus/common/version.BuildDate=${BUILD_DATE}" \
       -o /out/ ./cmd/kong-metrics-sidecar ./cmd/kong-metrics-injector
 
 # distroless static: CA certificates, tzdata and /etc/passwd with nonroot

@@ -83,7 +83,7 @@ func TestExitCodes(t *testing.T) {
 		{"every problem", []string{"INJECTOR_FOO=bar", "INJECTOR_LOG_LEVEL=loud"}, nil, 2, "", []string{"INJECTOR_FOO", "INJECTOR_LOG_LEVEL", "INJECTOR_SIDECAR_IMAGE"}},
 		{"unknown flag", nil, []string{"-verbose"}, 2, "", []string{"flag provided but not defined: -verbose"}},
 		{"arguments", []string{image}, []string{"serve"}, 2, "", []string{`unexpected arguments ["serve"]`}},
-		{"version", nil, []string{"-version"}, 0, "kong-metrics-injector version dev (revision unknown, go", nil},
+		{"version", nil, []string{"-version"}, 0, "kong-metrics-injector, version dev (branch: , revision: ", nil},
 		{"help", []string{"INJECTOR_FOO=ignored"}, []string{"-help"}, 0, "", []string{
 			"-version",
 			"INJECTOR_LISTEN_ADDR (default :9443)", "INJECTOR_TLS_CERT_FILE (default /etc/kong-metrics-injector/tls/tls.crt)",
@@ -183,7 +183,7 @@ func TestServes(t *testing.T) {
 	res.Body.Close()
 	for _, want := range []string{
 		`kong_metrics_injector_admissions_total{result="injected"} 1`,
-		`kong_metrics_injector_build_info{goversion="go`,
+		`kong_metrics_injector_build_info{branch=`,
 		"go_goroutines ",
 		"process_resident_memory_bytes ",
 	} {

@@ -31,7 +31,7 @@ func TestFlags(t *testing.T) {
 		code      int
 		out, errs string // substrings of stdout and stderr
 	}{
-		{"version", []string{"-version"}, nil, 0, "kong-metrics-sidecar version dev", ""},
+		{"version", []string{"-version"}, nil, 0, "kong-metrics-sidecar, version dev", ""},
 		{"help lists every variable", []string{"-help"}, nil, 0, "", "SIDECAR_MAX_UPSTREAM_BYTES (default \"1GiB\")"},
 		{"bad flag", []string{"-nope"}, nil, 2, "", "flag provided but not defined"},
 		{"check-config valid", []string{"-check-config", "../../config/testdata/good-multi.yaml"}, nil, 0,
