@@ -2,13 +2,30 @@
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
-PKG      := github.com/kong-metrics-sidecar/kong-metrics-sidecar
+BRANCH   ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+# Not user@host as promu stamps it: a build stays the same wherever it runs.
+BUILD_USER ?= unknown
+# The commit's date (UTC), not the clock's, so that a rebuild is the same.
+BUILD_DATE ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d-%H:%M:%S 2>/dev/null || echo unknown)
+# The version variables as the Prometheus projects stamp them; -version
+# prints them and *_build_info carries them.
+VERSION_PKG := github.com/prometheus/common/version
 # The same flags as the Dockerfile: static, reproducible, stamped.
-LDFLAGS  := -s -w -X $(PKG)/version.Version=$(VERSION) -X $(PKG)/version.Revision=$(REVISION)
+LDFLAGS  := -s -w -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Revision=$(REVISION) -X $(VERSION_PKG).Branch=$(BRANCH) -X $(VERSION_PKG).BuildUser=$(BUILD_USER) -X $(VERSION_PKG).BuildDate=$(BUILD_DATE)
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 FUZZTIME ?= 10s
 
-.PHONY: all build demo test test-unit fuzz-short fuzz soak vet tidy-check deps bench clean
+# The modules of the repository: the main one, the two test modules that
+# keep heavy dependencies out of it, and the three that build third-party
+# servers for the tests (scripts/build-test-bins.sh).
+OWN_MODULES := . manifests/test integration/e2e
+BIN_MODULES := integration/e2e/bins/etcd integration/e2e/bins/kubernetes integration/e2e/bins/prometheus
+
+# Where the project caches what it builds for its tests.
+CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kong-metrics-sidecar
+
+.PHONY: all build demo test check fmt vet lint lint-bins tidy-check test-unit test-short \
+	fuzz-short fuzz soak bench clean bins prometheus-bin test-manifests image e2e
 
 all: build
 
@@ -20,43 +37,84 @@ build:
 demo: build
 	bin/demo -bin bin
 
-# Everything: vet, tidy check, every test under -race (the real-Prometheus
-# test included) and a short fuzz run of each fuzz target.
-test: deps vet tidy-check test-unit fuzz-short test-manifests e2e
+# Every test: format, vet, lint and tidiness of every module, every test of
+# the main module under -race (the real-Prometheus tests included, packages
+# in parallel), a short fuzz run of each fuzz target, the manifests, and
+# the end-to-end test. Each target names what it needs, so make -j test
+# builds the test binaries before the tests that run them.
+test: fmt vet lint lint-bins tidy-check test-unit fuzz-short test-manifests e2e
 
-deps:
-	bash scripts/install-deps.sh
+# A contributor's inner loop: format, vet, lint, tidiness and the unit tests,
+# without the real servers (no Prometheus, no control plane to build).
+check: fmt vet lint tidy-check test-short
 
+fmt:
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+
+# go vet in every module. The third-party modules are vetted with the flags
+# scripts/build-test-bins.sh builds them with, so that vet reuses the
+# compiled dependencies instead of compiling Kubernetes a second time.
 vet:
-	$(GO) vet ./...
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
+	@set -e; for m in $(OWN_MODULES); do echo "go vet: $$m"; (cd $$m && $(GO) vet ./...); done
 
-# The main module and the two test modules that keep heavy dependencies
-# out of it (they use the main module through replace, so a change here
+BIN_ENV := CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false -trimpath"
+BIN_TAGS := tools,remove_all_sd
+
+# golangci-lint (.golangci.yml), built once into the cache from the module
+# proxy at the version pinned here.
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(CACHE)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint
+
+$(GOLANGCI_LINT):
+	GOBIN=$(dir $@) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+lint: $(GOLANGCI_LINT)
+	@set -e; for m in $(OWN_MODULES); do echo "golangci-lint: $$m"; (cd $$m && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...); done
+
+# The third-party modules hold a main.go or a tools.go each; they are linted
+# and vetted after the servers are built, with the same flags and tags.
+lint-bins: $(GOLANGCI_LINT) bins
+	@set -e; for m in $(BIN_MODULES); do echo "go vet and golangci-lint: $$m"; \
+		(cd $$m && $(BIN_ENV) $(GO) vet -tags $(BIN_TAGS) ./... && \
+		 $(BIN_ENV) $(GOLANGCI_LINT) run --build-tags $(BIN_TAGS) --config $(CURDIR)/.golangci.yml ./...); done
+
+# go mod tidy -diff changes nothing and fails when a module is not tidy
+# (the test modules use the main module through replace, so a change here
 # can leave them untidy).
-TIDY_MODULES := . manifests/test integration/e2e
-
 tidy-check:
-	@set -e; for m in $(TIDY_MODULES); do \
-		cp $$m/go.mod /tmp/kms-go.mod.bak; cp $$m/go.sum /tmp/kms-go.sum.bak; \
-		(cd $$m && $(GO) mod tidy); \
-		if ! git diff --quiet -- $$m/go.mod $$m/go.sum; then \
-			git diff -- $$m/go.mod $$m/go.sum; \
-			cp /tmp/kms-go.mod.bak $$m/go.mod; cp /tmp/kms-go.sum.bak $$m/go.sum; \
-			echo "$$m: go.mod is not tidy"; exit 1; \
-		fi; \
-	done
+	@set -e; for m in $(OWN_MODULES) $(BIN_MODULES); do (cd $$m && $(GO) mod tidy -diff) || { echo "$$m: go.mod is not tidy; run go mod tidy there"; exit 1; }; done
 
-# One package at a time: several tests check latencies (config reload
-# within 2 s, the tutorial's 100 ms through a real Prometheus) that two
-# race-instrumented packages competing for 2 cores could skew.
-test-unit:
-	$(GO) test -race -count=1 -p 1 -timeout 30m ./...
+# The third-party servers the tests run, built from their Go modules into
+# the cache on first use (scripts/build-test-bins.sh; nothing after that).
+# bin/*.env hold their paths; the test targets read them.
+bins:
+	@mkdir -p bin
+	bash scripts/build-test-bins.sh > bin/test-bins.env.tmp && mv bin/test-bins.env.tmp bin/test-bins.env
 
-# Short runs of every fuzz target (go test takes one -fuzz target at a time).
+prometheus-bin:
+	@mkdir -p bin
+	bash scripts/build-test-bins.sh prometheus > bin/prometheus.env.tmp && mv bin/prometheus.env.tmp bin/prometheus.env
+
+# with-bins ENVFILE: the shell prefix that exports the paths in ENVFILE, and
+# PROMETHEUS_BIN from them unless it is set already.
+with-bins = set -a && . ./$(1) && set +a && export PROMETHEUS_BIN="$${PROMETHEUS_BIN:-$$E2E_PROMETHEUS_BIN}" &&
+
+# Every test of the main module, packages in parallel, the real-Prometheus
+# tests included.
+test-unit: prometheus-bin
+	$(call with-bins,bin/prometheus.env) $(GO) test -race -count=1 -timeout 30m ./...
+
+# The unit tests alone: everything but the packages that run real servers.
+SERVER_PKGS := $(shell $(GO) list -e ./integration ./integration/loadtest/... 2>/dev/null)
+test-short:
+	$(GO) test -race -count=1 -timeout 15m $(filter-out $(SERVER_PKGS),$(shell $(GO) list ./...))
+
+# Short runs of every fuzz target (go test takes one -fuzz target at a
+# time); go test -list names them, package by package.
 fuzz-short:
-	@set -e; for t in $$($(GO) run ./scripts/fuzztargets); do \
-		pkg=$${t%%:*}; name=$${t##*:}; \
+	@set -e; targets=$$($(GO) test -list '^Fuzz' ./... | awk '/^Fuzz/ { names = names " " $$1; next } /^ok/ { n = split(names, a, " "); for (i = 1; i <= n; i++) print $$2 ":" a[i]; names = "" }'); \
+	[ -n "$$targets" ] || { echo "fuzz-short: no fuzz targets found"; exit 1; }; \
+	for t in $$targets; do pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
@@ -65,8 +123,8 @@ fuzz:
 	$(MAKE) fuzz-short FUZZTIME=5m
 
 # The soak test for ten minutes (make test runs it for 60 s).
-soak:
-	SOAK_DURATION=10m $(GO) test -race -count=1 -timeout 30m -run TestSoak -v ./integration
+soak: prometheus-bin
+	$(call with-bins,bin/prometheus.env) SOAK_DURATION=10m $(GO) test -race -count=1 -timeout 30m -run TestSoak -v ./integration
 
 # Every benchmark, each beside its baselines (the peer design, a bare scan,
 # a plain GET) in the same run, then the load test of the sidecar as a
@@ -82,7 +140,6 @@ bench:
 clean:
 	rm -rf bin
 
-.PHONY: test-manifests image
 
 # The Kubernetes manifests: kustomize build of every kustomization under
 # manifests/, strict decoding into the Go types, the tutorial's text. A
@@ -92,7 +149,8 @@ test-manifests:
 	cd manifests/test && $(GO) test -count=1 ./...
 
 # The image (both binaries), with docker or podman, whichever has a working
-# engine. Set IMAGE to change the name; VERSION and REVISION are stamped.
+# engine. Set IMAGE to change the name; VERSION, REVISION, BRANCH, BUILD_USER
+# and BUILD_DATE are stamped.
 IMAGE ?= ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:$(VERSION)
 
 image:
@@ -108,12 +166,9 @@ image:
 		exit 1; \
 	fi; \
 	echo "make image: building $(IMAGE) with $$engine"; \
-	$$engine build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) .
+	$$engine build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) --build-arg BRANCH=$(BRANCH) --build-arg BUILD_USER=$(BUILD_USER) --build-arg BUILD_DATE=$(BUILD_DATE) -t $(IMAGE) .
 
 # The end-to-end test on a real control plane (integration/e2e/README.md):
-# builds the third-party servers into a cache on first use, then runs Kong's
-# autoscaling tutorial against them.
-.PHONY: e2e
-e2e:
-	bins="$$(bash scripts/build-e2e-bins.sh)" && set -a && eval "$$bins" && set +a && \
-		cd integration/e2e && $(GO) test -count=1 -v -timeout 15m ./...
+# Kong's autoscaling tutorial against the servers bins builds.
+e2e: bins
+	$(call with-bins,bin/test-bins.env) cd integration/e2e && $(GO) test -count=1 -v -timeout 15m ./...

@@ -55,7 +55,7 @@ func TestTutorial(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	dir := t.TempDir()
 
-	third, err := thirdPartyBins(ctx)
+	third, err := harness.ThirdPartyBinaries(ctx, "etcd", "kubernetes", "prometheus")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +432,7 @@ func startPrometheus(ctx context.Context, t *testing.T, w *world, c *cluster.Clu
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	prom, err := harness.StartPrometheus(dir, string(yml))
+	prom, err := harness.StartPrometheus(ctx, dir, string(yml))
 	if err != nil {
 		t.Fatal(err)
 	}

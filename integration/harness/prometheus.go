@@ -6,23 +6,25 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"time"
 )
 
-// PrometheusBinary finds a Prometheus server: $PROMETHEUS_BIN, else
-// `prometheus` on PATH (Debian's package, which scripts/install-deps.sh installs).
-func PrometheusBinary() (string, error) {
+// PrometheusBinary finds the Prometheus 3 server the tests run:
+// $PROMETHEUS_BIN when set, else the one scripts/build-test-bins.sh builds
+// from integration/e2e/bins/prometheus into its cache (on first use; after
+// that it only prints the path). Never a Prometheus from PATH, whose version
+// the tests cannot know.
+func PrometheusBinary(ctx context.Context) (string, error) {
 	if bin := os.Getenv("PROMETHEUS_BIN"); bin != "" {
 		return bin, nil
 	}
-	bin, err := exec.LookPath("prometheus")
+	bins, err := ThirdPartyBinaries(ctx, "prometheus")
 	if err != nil {
-		return "", fmt.Errorf("no Prometheus server: set PROMETHEUS_BIN or run scripts/install-deps.sh: %w", err)
+		return "", fmt.Errorf("no Prometheus server (set PROMETHEUS_BIN to use another): %w", err)
 	}
-	return bin, nil
+	return bins["E2E_PROMETHEUS_BIN"], nil
 }
 
 // Prometheus is a running Prometheus server.
@@ -32,9 +34,10 @@ type Prometheus struct {
 }
 
 // StartPrometheus runs a Prometheus server with the given configuration
-// file content, storing its data under dir.
-func StartPrometheus(dir, config string) (*Prometheus, error) {
-	bin, err := PrometheusBinary()
+// file content, storing its data under dir. ctx bounds finding (or
+// building) the binary, not the server's life: Stop ends it.
+func StartPrometheus(ctx context.Context, dir, config string) (*Prometheus, error) {
+	bin, err := PrometheusBinary(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package repo
+package repocheck
 
 import (
 	"fmt"
@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 )
 
 // outside matches what names a path outside the repository: the shared
@@ -50,12 +52,9 @@ func checked(rel string) bool {
 // repository reads the shared folder beside it, or any path above its root:
 // a clone with nothing beside it must build and pass its tests.
 func TestStandsAlone(t *testing.T) {
-	root, err := Root()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := harness.RepoRoot()
 	files := 0
-	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
