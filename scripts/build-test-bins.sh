@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the third-party servers the end-to-end test runs (etcd,
-# kube-apiserver, kube-controller-manager, Prometheus 3) from the Go modules
-# under integration/e2e/bins, into a cache outside the work tree:
+# Builds the third-party servers the tests run (etcd, kube-apiserver,
+# kube-controller-manager, Prometheus 3) from the Go modules under
+# integration/e2e/bins, into a cache outside the work tree:
 #
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/kong-metrics-sidecar/e2e-bin/<module>-<key>/
 #
@@ -9,9 +9,12 @@
 # build flags, so a directory is built once and reused until one of them
 # changes. Prints, on stdout, shell assignments of the binaries' paths:
 #
-#   eval "$(scripts/build-e2e-bins.sh)"   # sets E2E_ETCD_BIN and the others
+#   eval "$(scripts/build-test-bins.sh)"             # E2E_ETCD_BIN and the others
+#   eval "$(scripts/build-test-bins.sh prometheus)"  # E2E_PROMETHEUS_BIN only
 #
-# Build output goes to stderr. Safe to run concurrently (flock).
+# Arguments name the modules to build (etcd, kubernetes, prometheus); none
+# means all. Build output goes to stderr. Needs Go and the module proxy, no
+# root. Safe to run concurrently (flock).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,11 +32,20 @@ flock 9
 # A build that fails or is interrupted leaves nothing behind.
 trap 'rm -rf "$cache"/.tmp-*-$$' EXIT
 
+wanted=("$@")
+for m in "${wanted[@]}"; do
+	[ -d "$bins/$m" ] || { echo "build-test-bins: no module $m under integration/e2e/bins" >&2; exit 2; }
+done
+
 # build MODULE TAGS OUTVAR=PKG... builds the packages of one module into
-# its cache directory unless that directory is already complete.
+# its cache directory unless that directory is already complete; a module
+# the arguments leave out is skipped.
 build() {
 	local module=$1 tags=$2
 	shift 2
+	if [ ${#wanted[@]} -gt 0 ] && [[ " ${wanted[*]} " != *" $module "* ]]; then
+		return 0
+	fi
 	local key
 	key=$( { echo "format=$format tags=$tags flags=${flags[*]}"; "$go" env GOVERSION GOOS GOARCH; cat "$bins/$module/go.mod" "$bins/$module/go.sum"; } | sha256sum | cut -c1-16)
 	local dir="$cache/$module-$key"
@@ -43,10 +55,10 @@ build() {
 		mkdir -p "$tmp"
 		local pkgs=() p
 		for p in "$@"; do pkgs+=("${p#*=}"); done
-		echo "build-e2e-bins: building $module (${pkgs[*]}) into $dir" >&2
+		echo "build-test-bins: building $module (${pkgs[*]}) into $dir" >&2
 		local start=$SECONDS
 		(cd "$bins/$module" && CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" "$go" build "${flags[@]}" -tags "$tags" -o "$tmp/" "${pkgs[@]}") >&2
-		echo "build-e2e-bins: $module built in $((SECONDS - start))s" >&2
+		echo "build-test-bins: $module built in $((SECONDS - start))s" >&2
 		touch "$tmp/.complete"
 		rm -rf "$dir"
 		mv "$tmp" "$dir"
