@@ -42,28 +42,26 @@ func TestHTTPRouteThroughAdminAPIWithPrometheus(t *testing.T) {
 	if err := os.WriteFile(caFile, ca.CertPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	adminAddr, err := harness.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
 	stack := startStackWith(t, harness.TutorialExtension,
 		[]string{
 			"-services", "httproute/kong/command/0",
-			"-admin-listen", adminAddr,
+			"-admin-listen", harness.AnyPort,
 			"-admin-cert", files["server"][0], "-admin-key", files["server"][1],
 			"-admin-client-ca", caFile, "-admin-token", "integration-token",
 		},
-		[]string{
-			"SIDECAR_KONG_ADMIN_URL=https://" + adminAddr,
-			"SIDECAR_KONG_ADMIN_CA_FILE=" + caFile,
-			"SIDECAR_KONG_ADMIN_CERT_FILE=" + files["client"][0],
-			"SIDECAR_KONG_ADMIN_KEY_FILE=" + files["client"][1],
-			"SIDECAR_KONG_ADMIN_TOKEN=integration-token",
+		func(s *stack) []string {
+			return []string{
+				"SIDECAR_KONG_ADMIN_URL=https://" + s.adminAddr,
+				"SIDECAR_KONG_ADMIN_CA_FILE=" + caFile,
+				"SIDECAR_KONG_ADMIN_CERT_FILE=" + files["client"][0],
+				"SIDECAR_KONG_ADMIN_KEY_FILE=" + files["client"][1],
+				"SIDECAR_KONG_ADMIN_TOKEN=integration-token",
+			}
 		})
 
 	runTutorialTraffic(ctx, t, stack)
 
-	prom, err := harness.StartPrometheus(t.TempDir(), serviceMonitorScrapeConfig(stack.sidecarAddr, false))
+	prom, err := harness.StartPrometheus(ctx, t.TempDir(), serviceMonitorScrapeConfig(stack.sidecarAddr, false))
 	if err != nil {
 		t.Fatal(err)
 	}
