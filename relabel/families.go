@@ -54,9 +54,6 @@ var Flags = func() (flags [len(flagDefs)]Family) {
 	return flags
 }()
 
-// Has reports whether every flag of f is in fs.
-func (fs Family) Has(f Family) bool { return fs&f == f && f != 0 }
-
 // String lists the flags by their extension-file names, for logs and -check-config.
 func (fs Family) String() string {
 	var names []string

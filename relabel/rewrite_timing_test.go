@@ -169,7 +169,7 @@ func scanPage(page, dst []byte) ([]byte, int) {
 		} else {
 			page = nil
 		}
-		if bytes.Index(line, []byte(`service="`)) >= 0 {
+		if bytes.Contains(line, []byte(`service="`)) {
 			found++
 		}
 		dst = append(dst, line...)
