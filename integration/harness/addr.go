@@ -22,27 +22,33 @@ const AnyPort = "127.0.0.1:0"
 // when p exits first or after timeout, which only turns a hang into a
 // failure.
 func (p *Process) LoggedAddr(timeout time.Duration, match ...string) (string, error) {
+	return p.LoggedValue(timeout, "addr", match...)
+}
+
+// LoggedValue is LoggedAddr for an attribute named key, such as the
+// "address" of the "Listening on" line of Prometheus and exporter-toolkit.
+func (p *Process) LoggedValue(timeout time.Duration, key string, match ...string) (string, error) {
 	if len(match)%2 != 0 {
-		return "", fmt.Errorf("LoggedAddr: match %q is not key/value pairs", match)
+		return "", fmt.Errorf("LoggedValue: match %q is not key/value pairs", match)
 	}
 	deadline := time.Now().Add(timeout)
 	for {
 		exited := p.Exited() // before reading, so no line written before the exit is missed
 		for line := range strings.Lines(p.Output()) {
 			attrs := logAttrs(line)
-			ok := attrs["addr"] != ""
+			ok := attrs[key] != ""
 			for i := 0; ok && i < len(match); i += 2 {
 				ok = attrs[match[i]] == match[i+1]
 			}
 			if ok {
-				return attrs["addr"], nil
+				return attrs[key], nil
 			}
 		}
 		if exited {
-			return "", fmt.Errorf("%s exited without logging its address (%q): %v\n%s", p.Name, match, p.err, p.Output())
+			return "", fmt.Errorf("%s exited without logging %s (%q): %v\n%s", p.Name, key, match, p.err, p.Output())
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("%s has not logged its address (%q) after %s:\n%s", p.Name, match, timeout, p.Output())
+			return "", fmt.Errorf("%s has not logged %s (%q) after %s:\n%s", p.Name, key, match, timeout, p.Output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -145,13 +145,18 @@ func (p *Process) Stop(grace time.Duration) {
 // WaitHTTP polls url until it answers 200, the process exits or timeout
 // passes. p may be nil.
 func WaitHTTP(url string, p *Process, timeout time.Duration) error {
-	return waitOK(&http.Client{Timeout: time.Second}, url, p, timeout)
+	return waitOK(&http.Client{Timeout: attemptTimeout}, url, p, timeout)
 }
+
+// attemptTimeout bounds one request of a readiness wait: generous, so that
+// a busy machine's slow answer is not taken for a hang, while a port
+// nobody listens on yet is refused at once whatever it is.
+const attemptTimeout = 10 * time.Second
 
 // WaitHTTPS is WaitHTTP for an https URL served with a certificate that
 // pool trusts.
 func WaitHTTPS(url string, pool *x509.CertPool, p *Process, timeout time.Duration) error {
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{
+	client := &http.Client{Timeout: attemptTimeout, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 	}}
 	defer client.CloseIdleConnections()

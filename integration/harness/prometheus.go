@@ -45,21 +45,22 @@ func StartPrometheus(ctx context.Context, dir, config string) (*Prometheus, erro
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		return nil, fmt.Errorf("writing Prometheus config: %w", err)
 	}
-	addr, err := FreeAddr()
-	if err != nil {
-		return nil, err
-	}
 	p, err := Start("prometheus", bin, []string{
 		"--config.file=" + cfg,
 		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
-		"--web.listen-address=" + addr,
-		"--log.level=warn",
+		"--web.listen-address=" + AnyPort,
+		"--log.level=info", // for the port it picked, logged as exporter-toolkit's "Listening on"
 	}, nil)
 	if err != nil {
 		return nil, err
 	}
+	addr, err := p.LoggedValue(time.Minute, "address", "msg", "Listening on")
+	if err != nil {
+		p.Stop(5 * time.Second)
+		return nil, err
+	}
 	prom := &Prometheus{Process: p, URL: "http://" + addr}
-	if err := WaitHTTP(prom.URL+"/-/ready", p, 30*time.Second); err != nil {
+	if err := WaitHTTP(prom.URL+"/-/ready", p, time.Minute); err != nil {
 		p.Stop(5 * time.Second)
 		return nil, err
 	}
