@@ -327,3 +327,18 @@ func TestConcurrentRecording(t *testing.T) {
 		t.Errorf("counted %v requests, want 200", got)
 	}
 }
+
+// TestRealSleepEndsWithTheClient: without Config.Sleep the sleep is a
+// real timer, and a client already gone ends it at once (a minute's sleep
+// would otherwise outlast the test's timeout) as a 499.
+func TestRealSleepEndsWithTheClient(t *testing.T) {
+	s := newDefault(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req := httptest.NewRequest(http.MethodGet, "/command/shell?cmd=sleep%2060", nil).WithContext(ctx)
+	s.ProxyHandler().ServeHTTP(httptest.NewRecorder(), req)
+	fams := parseMetrics(t, writeMetrics(t, s))
+	if m := findSeries(fams, "kong_http_requests_total", map[string]string{"code": "499"}); m.GetCounter().GetValue() != 1 {
+		t.Errorf("kong_http_requests_total{code=\"499\"} = %v, want 1", m.GetCounter().GetValue())
+	}
+}
