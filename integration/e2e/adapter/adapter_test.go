@@ -53,10 +53,10 @@ func TestShippedRuleQuery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// prometheus-adapter's order: metric selector, object, namespace.
-	want := `sum by (exported_service) (rate(kong_upstream_latency_ms_sum{exported_service="command",exported_namespace="kong"}[60s:10s]))
+	// prometheus-adapter's order: metric selector, namespace, object.
+	want := `sum by (exported_service) (rate(kong_upstream_latency_ms_sum{exported_namespace="kong",exported_service="command"}[60s:10s]))
   /
-sum by (exported_service) (rate(kong_upstream_latency_ms_count{exported_service="command",exported_namespace="kong"}[60s:10s]))
+sum by (exported_service) (rate(kong_upstream_latency_ms_count{exported_namespace="kong",exported_service="command"}[60s:10s]))
 `
 	if q != want {
 		t.Errorf("query:\n%s\nwant:\n%s", q, want)
@@ -65,8 +65,31 @@ sum by (exported_service) (rate(kong_upstream_latency_ms_count{exported_service=
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(q, `{a="b",exported_service=~"x|y",exported_namespace="kong"}`) {
+	if !strings.Contains(q, `{a="b",exported_namespace="kong",exported_service=~"x|y"}`) {
 		t.Errorf("several objects: %s", q)
+	}
+}
+
+// TestLabelValuesByName: as in prometheus-adapter (queryTemplateArgs in
+// pkg/naming/metrics_query.go), each label's values are one string, several
+// joined with "|", so a template can put them into a regex matcher.
+func TestLabelValuesByName(t *testing.T) {
+	r, err := compile(0, Rule{
+		SeriesQuery:  "s",
+		MetricsQuery: `<<.Series>>{s=~"<<index .LabelValuesByName "exported_service">>",ns="<<index .LabelValuesByName "exported_namespace">>"}`,
+		Resources: struct {
+			Overrides map[string]GroupResource `json:"overrides"`
+		}{Overrides: map[string]GroupResource{"exported_service": {Resource: "service"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := r.buildQuery("m", nil, "exported_service", []string{"x", "y"}, "exported_namespace", "kong")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `m{s=~"x|y",ns="kong"}`; q != want {
+		t.Errorf("query = %s, want %s", q, want)
 	}
 }
 

@@ -149,11 +149,18 @@ type queryArgs struct {
 
 // buildQuery renders metricsQuery for objects of the resource whose label
 // is resourceLabel, named names, in namespace (label namespaceLabel; both
-// empty for a cluster-scoped resource), with extra matchers first, in the
-// order prometheus-adapter writes them.
+// empty for a cluster-scoped resource), in the order prometheus-adapter
+// writes the matchers (pkg/naming/metrics_query.go, Build, v0.10 to v0.12):
+// the metric selector's (extra), then the namespace's, then the object's.
+// LabelValuesByName maps each label to its value, several values joined
+// with "|", as there: a string, not a list.
 func (r *compiledRule) buildQuery(series string, extra []string, resourceLabel string, names []string, namespaceLabel, namespace string) (string, error) {
 	exprs := append([]string(nil), extra...)
 	values := map[string]string{}
+	if namespaceLabel != "" && namespace != "" {
+		exprs = append(exprs, fmt.Sprintf("%s=%q", namespaceLabel, namespace))
+		values[namespaceLabel] = namespace
+	}
 	target := strings.Join(names, "|")
 	if len(names) == 1 {
 		exprs = append(exprs, fmt.Sprintf("%s=%q", resourceLabel, target))
@@ -161,10 +168,6 @@ func (r *compiledRule) buildQuery(series string, extra []string, resourceLabel s
 		exprs = append(exprs, fmt.Sprintf("%s=~%q", resourceLabel, target))
 	}
 	values[resourceLabel] = target
-	if namespaceLabel != "" && namespace != "" {
-		exprs = append(exprs, fmt.Sprintf("%s=%q", namespaceLabel, namespace))
-		values[namespaceLabel] = namespace
-	}
 	var b bytes.Buffer
 	err := r.query.Execute(&b, queryArgs{
 		Series:            series,
