@@ -116,7 +116,8 @@ func fieldKeys(t reflect.Type, prefix string) map[string]string {
 }
 
 func unwrapAll(err error) []error {
-	if agg, ok := err.(env.AggregateError); ok {
+	var agg env.AggregateError
+	if errors.As(err, &agg) {
 		return agg.Errors
 	}
 	return []error{err}

@@ -33,7 +33,7 @@ func TestSecretNeverPrints(t *testing.T) {
 	type settings struct{ Token Secret }
 	prints := map[string]func(s Secret) string{
 		"%v":         func(s Secret) string { return fmt.Sprintf("%v", s) },
-		"%s":         func(s Secret) string { return fmt.Sprintf("%s", s) },
+		"%s":         func(s Secret) string { return fmt.Sprintf("%s", s) }, //nolint:staticcheck // S1025: fmt's %s verb is what is tested
 		"%q":         func(s Secret) string { return fmt.Sprintf("%q", s) },
 		"%#v":        func(s Secret) string { return fmt.Sprintf("%#v", s) },
 		"%+v struct": func(s Secret) string { return fmt.Sprintf("%+v", settings{s}) },

@@ -238,7 +238,7 @@ func (w *Watcher) Run(ctx context.Context) {
 			w.logger.Warn("file events are unavailable: the "+w.what+" is re-read every poll interval only",
 				"paths", w.files, "poll_interval", w.poll, "err", err)
 		} else {
-			defer fsw.Close()
+			defer func() { _ = fsw.Close() }() // nothing to do about a failed close on the way out
 			l.fsw, events, errs = fsw, fsw.Events, fsw.Errors
 		}
 	}

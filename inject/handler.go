@@ -120,7 +120,7 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest)
 	resp := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
 	logger := h.logger.With("uid", req.UID, "namespace", req.Namespace)
 	if req.Resource.Group != "" || req.Resource.Resource != "pods" || req.SubResource != "" {
-		logger.DebugContext(ctx, "Skipped: not a pod", "resource", req.Resource.String(), "subResource", req.SubResource)
+		logger.DebugContext(ctx, "Skipped: not a pod", "resource", req.Resource.String(), "sub_resource", req.SubResource)
 		return resp, string(Skipped)
 	}
 	if req.Operation != admissionv1.Create {
@@ -138,7 +138,7 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest)
 	if pod.Name != "" {
 		logger = logger.With("pod", pod.Name)
 	} else {
-		logger = logger.With("generateName", pod.GenerateName)
+		logger = logger.With("generate_name", pod.GenerateName)
 	}
 	res := h.mutate(&pod, h.cfg)
 	resp.Warnings = res.Warnings
@@ -150,7 +150,7 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest)
 		}
 		resp.Patch = p
 		resp.PatchType = new(admissionv1.PatchTypeJSONPatch)
-		logger.InfoContext(ctx, "Injected the sidecar", "mode", h.cfg.Mode, "upstream", res.UpstreamURL, "upstreamFrom", res.UpstreamFrom, "warnings", len(res.Warnings))
+		logger.InfoContext(ctx, "Injected the sidecar", "mode", h.cfg.Mode, "upstream", res.UpstreamURL, "upstream_from", res.UpstreamFrom, "warnings", len(res.Warnings))
 	case Invalid:
 		logger.WarnContext(ctx, "Opted-in pod left without the sidecar", "reason", res.Reason)
 	default:

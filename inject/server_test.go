@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -143,8 +144,7 @@ func startTestServer(t *testing.T, ca *testCA, dir string, opts CertReloaderOpti
 		cancel()
 		select {
 		case err := <-runDone:
-			<-certsDone
-			return err
+			return errors.Join(err, <-certsDone)
 		case <-time.After(10 * time.Second):
 			return fmt.Errorf("Run did not return within 10s of cancellation")
 		}
@@ -353,11 +353,11 @@ func TestServerEndpoints(t *testing.T) {
 	old := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		RootCAs: ca.pool(), MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11,
 	}}}
-	if _, err := old.Get(ts.url("/healthz")); err == nil || !strings.Contains(err.Error(), "protocol version") {
+	if err := getErr(old, ts.url("/healthz")); err == nil || !strings.Contains(err.Error(), "protocol version") {
 		t.Errorf("a TLS 1.1 client got %v, want a protocol version error", err)
 	}
 	// A client that does not trust the CA fails.
-	if _, err := http.Get(ts.url("/healthz")); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if err := getErr(http.DefaultClient, ts.url("/healthz")); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("a client without the CA got %v, want a certificate error", err)
 	}
 
@@ -369,9 +369,19 @@ func TestServerEndpoints(t *testing.T) {
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("readyz after shutdown: %d, want 503", rec.Code)
 	}
-	if _, err := ts.client.Get(ts.url("/healthz")); err == nil {
+	if err := getErr(ts.client, ts.url("/healthz")); err == nil {
 		t.Error("the server still answers after shutdown")
 	}
+}
+
+// getErr GETs url with a request that is expected to fail, and returns why;
+// nil (with the body closed) when it unexpectedly succeeded.
+func getErr(c *http.Client, url string) error {
+	res, err := c.Get(url)
+	if err == nil {
+		res.Body.Close()
+	}
+	return err
 }
 
 func TestNewServerReportsABusyPort(t *testing.T) {

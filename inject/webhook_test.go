@@ -9,9 +9,10 @@ import (
 	"testing"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 )
 
 // TestFixtures sends AdmissionReviews as API servers send them

@@ -170,7 +170,7 @@ func (r *Refresher) Run(ctx context.Context) {
 			}
 		}
 		lastStart = time.Now()
-		r.Refresh(ctx)
+		_ = r.Refresh(ctx) // Refresh logs and counts its failures; the next tick tries again
 		timer.Reset(r.opts.Interval)
 	}
 }

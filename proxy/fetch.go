@@ -231,7 +231,7 @@ func (h *Handler) fetch(ctx context.Context, rw *relabel.Rewriter) (res *result,
 		if err != nil {
 			return nil, classify(ctx, fmt.Errorf("gzip body: %w", err), reasonRead)
 		}
-		defer zr.Close()
+		defer func() { _ = zr.Close() }() // the body was read to its end or abandoned
 		body = zr
 	default:
 		return nil, &fetchError{reasonContentType, fmt.Errorf("unsupported Content-Encoding %q", enc)}

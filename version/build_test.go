@@ -165,7 +165,7 @@ func checkBuildInfo(t *testing.T, path string) {
 	if addr == "" {
 		t.Fatalf("the sidecar stopped logging before it served (%v)", sc.Err())
 	}
-	go io.Copy(io.Discard, stderr) // keep it from blocking on a full pipe
+	go func() { _, _ = io.Copy(io.Discard, stderr) }() // keep it from blocking on a full pipe
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +210,7 @@ func checkStatic(t *testing.T, path string) {
 		t.Errorf("%s: not an ELF binary: %v", filepath.Base(path), err)
 		return
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
 			t.Errorf("%s: has a %v program header: dynamically linked", filepath.Base(path), p.Type)
