@@ -1,0 +1,12 @@
+// Package test checks the Helm chart charts/kong-metrics-sidecar with the
+// Helm SDK: the chart lints, renders with a matrix of values into objects
+// that decode strictly into their Go types (a misspelt field fails) and
+// match one golden file per case under testdata/, its schema rejects wrong
+// values, its self-generated webhook certificate is kept across upgrades
+// and renewed near its expiry, and its rendering matches the kustomize
+// install under manifests/ object by object, so the two cannot drift.
+//
+// It is a module of its own so that Helm, kustomize, prometheus-operator
+// and cert-manager stay out of the main module's go.mod. Run it with
+// `make test-chart` from the repository root.
+package test

@@ -1,0 +1,61 @@
+package test
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestSchemaRejects shows that values.schema.json rejects values of the
+// wrong type, outside their range, and unknown keys, at the top level and
+// in the chart's own tables; each error names the value.
+func TestSchemaRejects(t *testing.T) {
+	c := loadChart(t)
+	f := func(values, want string) {
+		t.Helper()
+		_, err := renderErr(c, values, renderOptions{})
+		if err == nil {
+			t.Errorf("%q rendered, want a schema error naming %q", values, want)
+			return
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %q does not name %q", values, err, want)
+		}
+	}
+	// Unknown top-level keys: a misspelling, another chart's name for a value.
+	f("replicas: 3\n", "replicas")
+	f("podLabel: {a: b}\n", "podLabel")
+	f("env: {}\n", "env")
+	// Wrong types.
+	f("replicaCount: two\n", "replicaCount")
+	f("podLabels: [a]\n", "podLabels")
+	f("podLabels: {a: 1}\n", "podLabels")
+	f("image: ghcr.io/x/y:v1\n", "image")
+	f("certManager: {enabled: \"yes\"}\n", "enabled")
+	f("serviceMonitor: {honorLabels: \"true\"}\n", "honorLabels")
+	f("tolerations: {key: a}\n", "tolerations")
+	f("kongNamespaces: kong\n", "kongNamespaces")
+	// Values the injector or the API server would reject.
+	f("sidecar: {mode: sidecar}\n", "mode")
+	f("webhook: {failurePolicy: ignore}\n", "failurePolicy")
+	f("webhook: {timeoutSeconds: 31}\n", "timeoutSeconds")
+	f("logLevel: verbose\n", "logLevel")
+	f("serviceMonitor: {interval: 15}\n", "interval")
+	f("serviceMonitor: {interval: fifteen}\n", "interval")
+	f("kongNamespaces: [Kong]\n", "kongNamespaces")
+	f("extension: {dataPlaneMetricsExtensions: [{spec: {}}]}\n", "name")
+	// Unknown keys in the chart's own tables.
+	f("image: {repo: x}\n", "repo")
+	f("serviceMonitor: {enable: true}\n", "enable")
+	f("selfSignedCertificate: {validity: 10}\n", "validity")
+
+	// And it accepts what the values document.
+	for _, values := range []string{
+		"podDisruptionBudget: {minAvailable: 50%}\n",
+		"global: {imageRegistry: example.com}\n",
+		"serviceMonitor: {interval: 1m30s, scrapeTimeout: 10s}\n",
+	} {
+		if _, err := renderErr(c, values, renderOptions{}); err != nil {
+			t.Errorf("%q: %v", values, err)
+		}
+	}
+}
