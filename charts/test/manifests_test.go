@@ -70,8 +70,10 @@ var sourceOfTruthCases = []struct {
 	},
 }
 
-func inNamespace(ns string) func(object) bool { return func(o object) bool { return o.namespace == ns } }
-func ofKind(kind string) func(object) bool    { return func(o object) bool { return o.gvk.Kind == kind } }
+func inNamespace(ns string) func(object) bool {
+	return func(o object) bool { return o.namespace == ns }
+}
+func ofKind(kind string) func(object) bool { return func(o object) bool { return o.gvk.Kind == kind } }
 
 // TestChartMatchesManifests is the chart and manifests/ kept as one: for
 // each pair, `kustomize build manifests/<dir>` and the chart rendered with
