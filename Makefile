@@ -15,17 +15,17 @@ LDFLAGS  := -s -w -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Revisio
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 FUZZTIME ?= 10s
 
-# The modules of the repository: the main one, the two test modules that
+# The modules of the repository: the main one, the three test modules that
 # keep heavy dependencies out of it, and the three that build third-party
 # servers for the tests (scripts/build-test-bins.sh).
-OWN_MODULES := . manifests/test integration/e2e
+OWN_MODULES := . manifests/test charts/test integration/e2e
 BIN_MODULES := integration/e2e/bins/etcd integration/e2e/bins/kubernetes integration/e2e/bins/prometheus
 
 # Where the project caches what it builds for its tests.
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kong-metrics-sidecar
 
 .PHONY: all build demo test check fmt vet lint lint-bins tidy-check test-unit test-short \
-	fuzz-short fuzz soak bench clean bins prometheus-bin test-manifests image e2e
+	fuzz-short fuzz soak bench clean bins prometheus-bin test-manifests test-chart image e2e
 
 all: build
 
@@ -42,7 +42,7 @@ demo: build
 # in parallel), a short fuzz run of each fuzz target, the manifests, and
 # the end-to-end test. Each target names what it needs, so make -j test
 # builds the test binaries before the tests that run them.
-test: fmt vet lint lint-bins tidy-check test-unit fuzz-short test-manifests e2e
+test: fmt vet lint lint-bins tidy-check test-unit fuzz-short test-manifests test-chart e2e
 
 # A contributor's inner loop: format, vet, lint, tidiness and the unit tests,
 # without the real servers (no Prometheus, no control plane to build).
@@ -152,6 +152,13 @@ clean:
 # and cert-manager stay out of go.mod.
 test-manifests:
 	cd manifests/test && $(GO) test -count=1 ./...
+
+# The Helm chart (charts/kong-metrics-sidecar) with the Helm SDK: lint, the
+# renderings decoded strictly against their golden files, the schema, the
+# generated certificate across upgrades, and the same objects as manifests/.
+# A module of its own (charts/test), so that Helm stays out of go.mod.
+test-chart:
+	cd charts/test && $(GO) test -count=1 ./...
 
 # The image (both binaries), with docker or podman, whichever has a working
 # engine. Set IMAGE to change the name; VERSION, REVISION, BRANCH, BUILD_USER
