@@ -25,10 +25,12 @@ func lintChart(t *testing.T, dir, values string) *action.LintResult {
 	return l.Run([]string{dir}, vals)
 }
 
-// TestLint lints the chart (helm lint --strict) with its defaults and with
-// every render case's values: no error and no warning.
+// TestLint lints the chart (helm lint --strict) with its defaults, the
+// tutorial's values and every render case's values: no error and no
+// warning.
 func TestLint(t *testing.T) {
-	for _, c := range append([]renderCase{{name: "values.yaml"}}, renderCases...) {
+	tutorial := renderCase{name: "tutorial-values.yaml", values: readFile(t, tutorialValuesFile)}
+	for _, c := range append([]renderCase{{name: "values.yaml"}, tutorial}, renderCases...) {
 		t.Run(c.name, func(t *testing.T) {
 			res := lintChart(t, chartDir, c.values)
 			for _, m := range res.Messages {

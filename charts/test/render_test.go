@@ -3,6 +3,7 @@ package test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -35,6 +36,10 @@ const (
 	releaseNamespace = "kong-metrics-sidecar-system"
 )
 
+// tutorialValuesFile holds the values docs/install.md installs the chart
+// with for Kong's tutorial.
+var tutorialValuesFile = filepath.Join("..", "examples", "tutorial-values.yaml")
+
 // monitoringAPI is what a cluster with Prometheus Operator's CRDs serves.
 const monitoringAPI = "monitoring.coreos.com/v1"
 
@@ -46,6 +51,16 @@ func loadChart(t *testing.T) *chart.Chart {
 		t.Fatalf("loading %s: %v", chartDir, err)
 	}
 	return c
+}
+
+// readFile reads a file; it fails the test if it cannot.
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
 }
 
 // renderOptions say how a rendering differs from a plain helm template.
