@@ -70,8 +70,12 @@ func TestUpstreamFailures(t *testing.T) {
 				tick := time.NewTicker(20 * time.Millisecond)
 				defer tick.Stop()
 				for line := range bytes.Lines(fixture) {
-					w.Write(line)
-					rc.Flush()
+					if _, err := w.Write(line); err != nil {
+						return // the sidecar hung up
+					}
+					if err := rc.Flush(); err != nil {
+						return
+					}
 					select {
 					case <-tick.C:
 					case <-r.Context().Done():
@@ -113,7 +117,7 @@ func TestUpstreamFailures(t *testing.T) {
 				}
 				defer conn.Close()
 				fmt.Fprintf(buf, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", kongContentType, len(fixture))
-				buf.Write(fixture[:cut])
+				_, _ = buf.Write(fixture[:cut]) // a bufio.Writer reports a failed write at Flush
 				buf.Flush()
 			},
 			reason: "read",

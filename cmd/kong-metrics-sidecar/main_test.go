@@ -121,7 +121,7 @@ func TestGracefulShutdown(t *testing.T) {
 		if err != nil {
 			break
 		}
-		io.Copy(io.Discard, resp.Body)
+		_, _ = io.Copy(io.Discard, resp.Body) // drained so the connection is reused
 		resp.Body.Close()
 		if time.Now().After(deadline) {
 			t.Fatal("still accepting connections after SIGTERM")
@@ -206,7 +206,9 @@ func TestServerSurface(t *testing.T) {
 				return
 			}
 			buf := make([]byte, 1)
-			conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond)) // the pace of the trickle
+			if err := conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond)); err != nil { // the pace of the trickle
+				return
+			}
 			if _, err := conn.Read(buf); err != nil && !isTimeout(err) {
 				return
 			}

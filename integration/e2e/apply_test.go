@@ -179,7 +179,10 @@ func (a *applier) waitEstablished(ctx context.Context, name string) error {
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("CRD %s not established after 30s (last error: %v)", name, err)
+			if err != nil {
+				return fmt.Errorf("CRD %s not established after 30s: %w", name, err)
+			}
+			return fmt.Errorf("CRD %s not established after 30s", name)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -45,7 +45,7 @@ func (p *Process) LoggedValue(timeout time.Duration, key string, match ...string
 			}
 		}
 		if exited {
-			return "", fmt.Errorf("%s exited without logging %s (%q): %v\n%s", p.Name, key, match, p.err, p.Output())
+			return "", fmt.Errorf("%s exited without logging %s (%q): %w\n%s", p.Name, key, match, p.exitErr(), p.Output())
 		}
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("%s has not logged %s (%q) after %s:\n%s", p.Name, key, match, timeout, p.Output())

@@ -115,6 +115,14 @@ func (p *Process) Exited() bool {
 	}
 }
 
+// exitErr is how an exited process ended: cmd.Wait's error, or "exited 0".
+func (p *Process) exitErr() error {
+	if p.err != nil {
+		return p.err
+	}
+	return errors.New("exited 0")
+}
+
 // Signal sends sig to the process.
 func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
@@ -168,7 +176,7 @@ func waitOK(client *http.Client, url string, p *Process, timeout time.Duration) 
 	for {
 		resp, err := client.Get(url)
 		if err == nil {
-			io.Copy(io.Discard, resp.Body)
+			_, _ = io.Copy(io.Discard, resp.Body) // drained so the connection is reused
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
@@ -176,7 +184,7 @@ func waitOK(client *http.Client, url string, p *Process, timeout time.Duration) 
 			err = fmt.Errorf("HTTP %s", resp.Status)
 		}
 		if p != nil && p.Exited() {
-			return fmt.Errorf("%s exited while waiting for %s: %v\n%s", p.Name, url, p.err, p.Output())
+			return fmt.Errorf("%s exited while waiting for %s: %w\n%s", p.Name, url, p.exitErr(), p.Output())
 		}
 		if time.Now().After(deadline) {
 			msg := ""

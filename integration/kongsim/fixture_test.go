@@ -2,10 +2,10 @@ package kongsim
 
 import (
 	"bytes"
-	"fmt"
 	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -211,8 +211,10 @@ func fixtureTraffic(t *testing.T, fixture []byte) []Request {
 	}
 	for _, m := range fams["kong_http_requests_total"].GetMetric() {
 		lv := labelValues(m)
-		var code int
-		fmt.Sscan(lv["code"], &code)
+		code, err := strconv.Atoi(lv["code"])
+		if err != nil {
+			t.Fatalf("kong_http_requests_total code %q: %v", lv["code"], err)
+		}
 		st := get(m)
 		st.codes = append(st.codes, codeCount{code, lv["source"], int(m.GetCounter().GetValue())})
 	}

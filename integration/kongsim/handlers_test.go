@@ -15,10 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 )
 
 func newDefault(t *testing.T) *Simulator {

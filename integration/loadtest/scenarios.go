@@ -76,8 +76,12 @@ func (s *Stack) MeasureScrapes(ctx context.Context, selection, extension string,
 	if _, r.PeakRSS, err = Memory(sc.Pid()); err != nil {
 		return r, err
 	}
-	if up, err := ownMetric(ctx, sc.URL, "kong_metrics_sidecar_upstream_up"); err != nil || up != 1 {
-		return r, fmt.Errorf("%s: upstream_up %v (%v) after the rounds", selection, up, err)
+	up, err := ownMetric(ctx, sc.URL, "kong_metrics_sidecar_upstream_up")
+	if err != nil {
+		return r, fmt.Errorf("%s: reading upstream_up after the rounds: %w", selection, err)
+	}
+	if up != 1 {
+		return r, fmt.Errorf("%s: upstream_up %v after the rounds", selection, up)
 	}
 	return r, nil
 }
@@ -156,7 +160,7 @@ type AdmissionReport struct {
 // on loopback) in this process and sends it the Helm chart's Kong pod as
 // an AdmissionReview at rate per second for d, open loop, over kept-alive
 // connections as an API server does.
-func MeasureAdmission(ctx context.Context, rate int, d time.Duration) (AdmissionReport, error) {
+func MeasureAdmission(ctx context.Context, rate int, d time.Duration) (_ AdmissionReport, err error) {
 	r := AdmissionReport{Rate: rate}
 	body, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "inject", "testdata", "admission", "helm-chart.json"))
 	if err != nil {
@@ -193,7 +197,10 @@ func MeasureAdmission(ctx context.Context, rate int, d time.Duration) (Admission
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(runCtx) }()
-	defer func() { stop(); <-done }()
+	defer func() {
+		stop()
+		err = errors.Join(err, <-done)
+	}()
 
 	url := "https://" + srv.Addr().String() + "/mutate"
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
@@ -270,8 +277,11 @@ func admit(ctx context.Context, client *http.Client, url string, body []byte) (t
 			Patch   []byte `json:"patch"`
 		} `json:"response"`
 	}
-	if err := json.Unmarshal(out, &review); err != nil || !review.Response.Allowed || len(review.Response.Patch) == 0 {
-		return 0, fmt.Errorf("admission: not an allowed response with a patch (%v): %.200s", err, out)
+	if err := json.Unmarshal(out, &review); err != nil {
+		return 0, fmt.Errorf("admission: decoding the response: %w: %.200s", err, out)
+	}
+	if !review.Response.Allowed || len(review.Response.Patch) == 0 {
+		return 0, fmt.Errorf("admission: not an allowed response with a patch: %.200s", out)
 	}
 	return elapsed, nil
 }

@@ -38,7 +38,7 @@ var binaries struct {
 func binary(t *testing.T, name string) string {
 	t.Helper()
 	binaries.once.Do(func() {
-		binaries.dir, binaries.err = os.MkdirTemp("", "manifests-test-bin-")
+		binaries.dir, binaries.err = os.MkdirTemp("", "manifests-test-bin-") //nolint:usetesting // shared by every test of the run, built once; removed in TestMain
 		if binaries.err != nil {
 			return
 		}
@@ -48,15 +48,19 @@ func binary(t *testing.T, name string) string {
 			return
 		}
 		gomod, err := os.ReadFile(filepath.Join(root, "go.mod"))
-		if err != nil || !bytes.HasPrefix(gomod, []byte("module "+mainModule+"\n")) {
-			binaries.err = fmt.Errorf("%s is not the root of %s (go.mod: %v)", root, mainModule, err)
+		if err != nil {
+			binaries.err = fmt.Errorf("%s is not the root of %s: %w", root, mainModule, err)
+			return
+		}
+		if !bytes.HasPrefix(gomod, []byte("module "+mainModule+"\n")) {
+			binaries.err = fmt.Errorf("%s is not the root of %s: its go.mod names another module", root, mainModule)
 			return
 		}
 		cmd := exec.Command("go", "build", "-o", binaries.dir+string(filepath.Separator),
 			"./cmd/kong-metrics-sidecar", "./cmd/kong-metrics-injector")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			binaries.err = fmt.Errorf("go build in %s: %v\n%s", root, err, out)
+			binaries.err = fmt.Errorf("go build in %s: %w\n%s", root, err, out)
 		}
 	})
 	if binaries.err != nil {

@@ -113,7 +113,7 @@ func TestParseConfigRefusesTheUnsupported(t *testing.T) {
 func fakePrometheus(t *testing.T, series []map[string]string, value string) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
+		_, _ = io.Copy(io.Discard, r.Body) // drained so the connection is reused
 		var data any
 		switch r.URL.Path {
 		case "/api/v1/series":
@@ -128,7 +128,9 @@ func fakePrometheus(t *testing.T, series []map[string]string, value string) *htt
 			http.NotFound(w, r)
 			return
 		}
-		json.NewEncoder(w).Encode(map[string]any{"status": "success", "data": data})
+		if err := json.NewEncoder(w).Encode(map[string]any{"status": "success", "data": data}); err != nil {
+			t.Errorf("fake Prometheus: %v", err)
+		}
 	}))
 	t.Cleanup(srv.Close)
 	return srv
