@@ -1,7 +1,7 @@
 //go:build tools
 
 // Package kubernetes pins the Kubernetes control-plane commands that
-// scripts/build-e2e-bins.sh builds from this module.
+// scripts/build-test-bins.sh builds from this module.
 package kubernetes
 
 import (
