@@ -7,7 +7,8 @@ import (
 
 // TestSchemaRejects shows that values.schema.json rejects values of the
 // wrong type, outside their range, and unknown keys, at the top level and
-// in the chart's own tables; each error names the value.
+// in the chart's own tables, and that the templates refuse contradictory
+// values; each error names the value.
 func TestSchemaRejects(t *testing.T) {
 	c := loadChart(t)
 	f := func(values, want string) {
@@ -48,9 +49,14 @@ func TestSchemaRejects(t *testing.T) {
 	f("serviceMonitor: {enable: true}\n", "enable")
 	f("selfSignedCertificate: {validity: 10}\n", "validity")
 
+	// What the schema cannot say, the templates refuse.
+	f("podDisruptionBudget: {maxUnavailable: 1}\n", "not both")
+	f("extension: {enabled: true}\n", "dataPlaneMetricsExtensions is empty")
+
 	// And it accepts what the values document.
 	for _, values := range []string{
 		"podDisruptionBudget: {minAvailable: 50%}\n",
+		"podDisruptionBudget: {minAvailable: null, maxUnavailable: 1}\n",
 		"global: {imageRegistry: example.com}\n",
 		"serviceMonitor: {interval: 1m30s, scrapeTimeout: 10s}\n",
 	} {
