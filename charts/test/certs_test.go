@@ -258,6 +258,16 @@ func TestSelfSignedUpgrade(t *testing.T) {
 		if bytes.Equal(got.tls.Data["tls.crt"], first.tls.Data["tls.crt"]) {
 			t.Error("the serving certificate of the old CA was kept")
 		}
+		// While the injector's pods move from the old certificate to the
+		// new one, the API server trusts both.
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(got.caBundle)
+		name := serviceDNSNames(injectorOf(t, r).service)[0]
+		for what, leaf := range map[string][]byte{"old": first.tls.Data["tls.crt"], "new": got.tls.Data["tls.crt"]} {
+			if _, err := parseCert(t, leaf).Verify(x509.VerifyOptions{DNSName: name, Roots: roots}); err != nil {
+				t.Errorf("the %s serving certificate does not verify against the caBundle: %v", what, err)
+			}
+		}
 		if newCA.NotAfter.Before(now.Add(caValidity - time.Hour)) {
 			t.Errorf("the renewed CA expires at %s, want %s after now", newCA.NotAfter, caValidity)
 		}

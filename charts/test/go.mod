@@ -86,7 +86,6 @@ require (
 	github.com/peterbourgon/diskv v2.0.1+incompatible // indirect
 	github.com/pkg/errors v0.9.1 // indirect
 	github.com/pmezard/go-difflib v1.0.1-0.20181226105442-5d4384ee4fb2 // indirect
-	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.73.1 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
@@ -129,6 +128,7 @@ require (
 require (
 	github.com/google/go-cmp v0.7.0
 	github.com/kong-metrics-sidecar/kong-metrics-sidecar v0.0.0
+	github.com/prometheus/client_golang v1.25.0
 	go.yaml.in/yaml/v3 v3.0.6
 	k8s.io/client-go v0.37.2
 	sigs.k8s.io/kustomize/api v0.21.2
