@@ -52,6 +52,7 @@ func TestSchemaRejects(t *testing.T) {
 	// What the schema cannot say, the templates refuse.
 	f("podDisruptionBudget: {maxUnavailable: 1}\n", "not both")
 	f("extension: {enabled: true}\n", "dataPlaneMetricsExtensions is empty")
+	f("kongNamespaces: [kong, "+releaseNamespace+"]\n", "a namespace of its own")
 
 	// And it accepts what the values document.
 	for _, values := range []string{
