@@ -12,7 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// DefaultStatusPort is Kong's default status_listen port.
+// DefaultStatusPort is Kong's default status_listen port, the injector's
+// default for Config.StatusPort.
 const DefaultStatusPort = 8100
 
 // kongContainer returns the index of Kong's container in pod.Spec.Containers:
@@ -71,10 +72,10 @@ var errStatusListenOff = errors.New("status listener is off")
 
 // kongStatusTarget finds Kong's status listener from Kong's container c:
 // its KONG_STATUS_LISTEN, else a container port named status or metrics,
-// else DefaultStatusPort. When KONG_STATUS_LISTEN comes from a reference
+// else defaultPort (DefaultStatusPort when 0). When KONG_STATUS_LISTEN comes from a reference
 // the webhook cannot resolve (valueFrom), it falls back to the ports and
 // says so in the target's warning.
-func kongStatusTarget(c *corev1.Container) (statusTarget, error) {
+func kongStatusTarget(c *corev1.Container, defaultPort int) (statusTarget, error) {
 	var env *corev1.EnvVar
 	for i := range c.Env {
 		if c.Env[i].Name == "KONG_STATUS_LISTEN" {
@@ -96,7 +97,10 @@ func kongStatusTarget(c *corev1.Container) (statusTarget, error) {
 		}
 		return t, nil
 	}
-	t := statusTarget{port: DefaultStatusPort, source: "default port"}
+	if defaultPort == 0 {
+		defaultPort = DefaultStatusPort
+	}
+	t := statusTarget{port: defaultPort, source: "default port"}
 	for _, name := range []string{"status", "metrics"} {
 		if p := namedPort(c, name); p > 0 {
 			t = statusTarget{port: p, source: fmt.Sprintf("port %q", name)}

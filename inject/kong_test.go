@@ -91,7 +91,7 @@ func TestParseStatusListen(t *testing.T) {
 
 func TestStatusListenOffIsRecognisable(t *testing.T) {
 	c := &corev1.Container{Name: "proxy", Env: []corev1.EnvVar{{Name: "KONG_STATUS_LISTEN", Value: "off"}}}
-	if _, err := kongStatusTarget(c); !errors.Is(err, errStatusListenOff) {
+	if _, err := kongStatusTarget(c, 0); !errors.Is(err, errStatusListenOff) {
 		t.Fatalf("got %v, want errStatusListenOff", err)
 	}
 }
@@ -190,13 +190,47 @@ func TestKongStatusTarget(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := kongStatusTarget(&tc.c)
+			got, err := kongStatusTarget(&tc.c, 0)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("got %+v, %v; want an error containing %q", got, err, tc.err)
 				}
 				return
 			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.upstreamURL() != tc.want {
+				t.Errorf("upstream %q, want %q", got.upstreamURL(), tc.want)
+			}
+			if (tc.warning == "") != (got.warning == "") || !strings.Contains(got.warning, tc.warning) {
+				t.Errorf("warning %q, want %q", got.warning, tc.warning)
+			}
+		})
+	}
+}
+
+// TestKongStatusTargetDefaultPort checks that the configured default port
+// (INJECTOR_DEFAULT_STATUS_PORT) is used only where Kong's container names
+// no port.
+func TestKongStatusTargetDefaultPort(t *testing.T) {
+	fromRef := []corev1.EnvVar{{Name: "KONG_STATUS_LISTEN", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{Key: "k"}}}}
+	cases := []struct {
+		name        string
+		c           corev1.Container
+		defaultPort int
+		want        string
+		warning     string
+	}{
+		{"zero is Kong's default", corev1.Container{}, 0, "http://127.0.0.1:8100/metrics", ""},
+		{"configured default", corev1.Container{}, 8200, "http://127.0.0.1:8200/metrics", ""},
+		{"env wins", corev1.Container{Env: []corev1.EnvVar{{Name: "KONG_STATUS_LISTEN", Value: "0.0.0.0:8300"}}}, 8200, "http://127.0.0.1:8300/metrics", ""},
+		{"named port wins", corev1.Container{Ports: []corev1.ContainerPort{{Name: "status", ContainerPort: 8102}}}, 8200, "http://127.0.0.1:8102/metrics", ""},
+		{"env from a reference falls back to it", corev1.Container{Name: "proxy", Env: fromRef}, 8200, "http://127.0.0.1:8200/metrics", "using default port 8200"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := kongStatusTarget(&tc.c, tc.defaultPort)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -29,11 +30,14 @@ const (
 	// AnnotationStatusPort is Kong's status port, or "off"; it wins over
 	// what the Kong container says.
 	AnnotationStatusPort = "kong-metrics-sidecar.io/status-port"
-	// AnnotationCPURequest overrides the sidecar's CPU request (10m).
+	// AnnotationCPURequest overrides the sidecar's CPU request
+	// (Config.SidecarCPURequest).
 	AnnotationCPURequest = "kong-metrics-sidecar.io/cpu-request"
-	// AnnotationMemoryRequest overrides the sidecar's memory request (32Mi).
+	// AnnotationMemoryRequest overrides the sidecar's memory request
+	// (Config.SidecarMemoryRequest).
 	AnnotationMemoryRequest = "kong-metrics-sidecar.io/memory-request"
-	// AnnotationMemoryLimit overrides the sidecar's memory limit (128Mi).
+	// AnnotationMemoryLimit overrides the sidecar's memory limit
+	// (Config.SidecarMemoryLimit).
 	AnnotationMemoryLimit = "kong-metrics-sidecar.io/memory-limit"
 	// AnnotationInjected is set on injected pods to the injector's version.
 	AnnotationInjected = "kong-metrics-sidecar.io/injected"
@@ -60,6 +64,15 @@ type Config struct {
 	DefaultConfigMap string
 	// Version is the value of AnnotationInjected.
 	Version string
+	// SidecarCPURequest, SidecarMemoryRequest and SidecarMemoryLimit are
+	// the sidecar's resources where a pod has no annotation for them; a
+	// zero quantity means the built-in default (DefaultCPURequest,
+	// DefaultMemoryRequest, DefaultMemoryLimit).
+	SidecarCPURequest, SidecarMemoryRequest, SidecarMemoryLimit resource.Quantity
+	// StatusPort is Kong's status port where neither AnnotationStatusPort
+	// nor Kong's container (KONG_STATUS_LISTEN, a port named status or
+	// metrics) names one; 0 means DefaultStatusPort.
+	StatusPort int
 }
 
 // Outcome is what Mutate decided for a pod.
@@ -119,9 +132,9 @@ func Mutate(pod *corev1.Pod, cfg Config) Result {
 			problems = append(problems, fmt.Sprintf("annotation %s=%s is not a ConfigMap name (lower-case letters, digits, '-' and '.')", AnnotationConfig, clip(v)))
 		}
 	}
-	resources, resourceProblems := sidecarResources(pod.Annotations)
+	resources, resourceProblems := sidecarResources(cfg, pod.Annotations)
 	problems = append(problems, resourceProblems...)
-	target, err := statusTargetOf(pod)
+	target, err := statusTargetOf(pod, cfg.StatusPort)
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -147,8 +160,9 @@ func Mutate(pod *corev1.Pod, cfg Config) Result {
 }
 
 // statusTargetOf finds Kong's status listener: the status-port annotation,
-// else Kong's container.
-func statusTargetOf(pod *corev1.Pod) (statusTarget, error) {
+// else Kong's container, with defaultPort (0: DefaultStatusPort) where
+// Kong's container names none.
+func statusTargetOf(pod *corev1.Pod, defaultPort int) (statusTarget, error) {
 	if v, ok := pod.Annotations[AnnotationStatusPort]; ok {
 		if v == "off" {
 			return statusTarget{}, fmt.Errorf("annotation %s is off: Kong has no status listener to scrape", AnnotationStatusPort)
@@ -163,7 +177,7 @@ func statusTargetOf(pod *corev1.Pod) (statusTarget, error) {
 	if i < 0 {
 		return statusTarget{}, fmt.Errorf("no Kong container (none named proxy, no image kong or kong-gateway); set annotation %s to inject anyway", AnnotationStatusPort)
 	}
-	t, err := kongStatusTarget(&pod.Spec.Containers[i])
+	t, err := kongStatusTarget(&pod.Spec.Containers[i], defaultPort)
 	if err == nil {
 		return t, nil
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -176,7 +177,7 @@ func TestSidecarResources(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r, problems := sidecarResources(tc.annotations)
+			r, problems := sidecarResources(Config{}, tc.annotations)
 			if tc.problem != "" {
 				if len(problems) != 1 || !strings.Contains(problems[0], tc.problem) {
 					t.Fatalf("problems %q, want one containing %q", problems, tc.problem)
@@ -192,6 +193,49 @@ func TestSidecarResources(t *testing.T) {
 			}
 			if _, ok := r.Limits[corev1.ResourceCPU]; ok {
 				t.Error("a CPU limit")
+			}
+		})
+	}
+}
+
+// TestSidecarResourcesConfigured checks the injector's settings
+// (Config.Sidecar*) replace the built-in defaults and the annotations
+// still win over them.
+func TestSidecarResourcesConfigured(t *testing.T) {
+	cfg := Config{
+		SidecarCPURequest:    resource.MustParse("25m"),
+		SidecarMemoryRequest: resource.MustParse("64Mi"),
+		SidecarMemoryLimit:   resource.MustParse("256Mi"),
+	}
+	cases := []struct {
+		name        string
+		cfg         Config
+		annotations map[string]string
+		cpu, mem    string // requests
+		limit       string // memory limit
+		problem     string
+	}{
+		{"configured", cfg, nil, "25m", "64Mi", "256Mi", ""},
+		{"one configured", Config{SidecarMemoryLimit: resource.MustParse("1Gi")}, nil, "10m", "32Mi", "1Gi", ""},
+		{"annotations win", cfg, map[string]string{AnnotationCPURequest: "50m", AnnotationMemoryLimit: "512Mi"}, "50m", "64Mi", "512Mi", ""},
+		{"annotated limit below the configured request", cfg, map[string]string{AnnotationMemoryLimit: "48Mi"}, "", "", "", "memory request 64Mi is more than memory limit 48Mi"},
+		{"example is the configured value", cfg, map[string]string{AnnotationCPURequest: "ten"}, "", "", "", `cpu-request="ten" is not a quantity such as 25m`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, problems := sidecarResources(tc.cfg, tc.annotations)
+			if tc.problem != "" {
+				if len(problems) != 1 || !strings.Contains(problems[0], tc.problem) {
+					t.Fatalf("problems %q, want one containing %q", problems, tc.problem)
+				}
+				return
+			}
+			if len(problems) > 0 {
+				t.Fatalf("problems %q", problems)
+			}
+			got := [3]string{r.Requests.Cpu().String(), r.Requests.Memory().String(), r.Limits.Memory().String()}
+			if want := [3]string{tc.cpu, tc.mem, tc.limit}; got != want {
+				t.Errorf("requests cpu, memory and limit memory %q, want %q", got, want)
 			}
 		})
 	}

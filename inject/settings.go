@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
@@ -24,6 +25,12 @@ type Settings struct {
 	SidecarImage     string `env:"SIDECAR_IMAGE" help:"image of the injected sidecar (required)"`
 	SidecarMode      Mode   `env:"SIDECAR_MODE" envDefault:"native" help:"native (an init container with restartPolicy: Always, Kubernetes >= 1.29) or container (a regular container)"`
 	DefaultConfigMap string `env:"DEFAULT_CONFIGMAP" envDefault:"kong-metrics-sidecar" help:"ConfigMap holding config.yaml, when a pod has no kong-metrics-sidecar.io/config annotation"`
+	// The sidecar's resources, quantities such as 10m or 32Mi, where a pod
+	// has no annotation for them; there is no CPU limit.
+	SidecarCPURequest    string `env:"SIDECAR_CPU_REQUEST" envDefault:"10m" help:"the sidecar's CPU request, when a pod has no kong-metrics-sidecar.io/cpu-request annotation"`
+	SidecarMemoryRequest string `env:"SIDECAR_MEMORY_REQUEST" envDefault:"32Mi" help:"the sidecar's memory request, when a pod has no kong-metrics-sidecar.io/memory-request annotation"`
+	SidecarMemoryLimit   string `env:"SIDECAR_MEMORY_LIMIT" envDefault:"128Mi" help:"the sidecar's memory limit, when a pod has no kong-metrics-sidecar.io/memory-limit annotation"`
+	DefaultStatusPort    Port   `env:"DEFAULT_STATUS_PORT" envDefault:"8100" help:"Kong's status port, when neither a pod's kong-metrics-sidecar.io/status-port annotation nor Kong's container (KONG_STATUS_LISTEN, a port named status or metrics) names one"`
 	envconfig.LogSettings
 }
 
@@ -46,7 +53,50 @@ func LoadSettings(environ []string) (Settings, error) {
 	if len(validation.IsDNS1123Subdomain(s.DefaultConfigMap)) > 0 {
 		errs = append(errs, fmt.Errorf("%sDEFAULT_CONFIGMAP=%q: not a ConfigMap name (lower-case letters, digits, '-' and '.', at most 253)", EnvPrefix, s.DefaultConfigMap))
 	}
+	quantities := map[string]resource.Quantity{}
+	for _, q := range []struct{ name, value string }{
+		{"SIDECAR_CPU_REQUEST", s.SidecarCPURequest}, {"SIDECAR_MEMORY_REQUEST", s.SidecarMemoryRequest}, {"SIDECAR_MEMORY_LIMIT", s.SidecarMemoryLimit},
+	} {
+		parsed, err := resource.ParseQuantity(q.value)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s%s=%q: not a quantity such as 10m, 0.5 or 64Mi", EnvPrefix, q.name, q.value))
+		case parsed.Sign() <= 0:
+			errs = append(errs, fmt.Errorf("%s%s=%q: must be more than zero", EnvPrefix, q.name, q.value))
+		default:
+			quantities[q.name] = parsed
+		}
+	}
+	if req, ok := quantities["SIDECAR_MEMORY_REQUEST"]; ok {
+		if limit, ok := quantities["SIDECAR_MEMORY_LIMIT"]; ok && req.Cmp(limit) > 0 {
+			errs = append(errs, fmt.Errorf("%sSIDECAR_MEMORY_REQUEST=%q is more than %sSIDECAR_MEMORY_LIMIT=%q: the API server would reject every injected pod",
+				EnvPrefix, s.SidecarMemoryRequest, EnvPrefix, s.SidecarMemoryLimit))
+		}
+	}
+	if s.DefaultStatusPort == SidecarPort {
+		errs = append(errs, fmt.Errorf("%sDEFAULT_STATUS_PORT=%q: the sidecar's own port", EnvPrefix, strconv.Itoa(SidecarPort)))
+	}
 	return s, errors.Join(errs...)
+}
+
+// Config is the Config that s gives Mutate, with version as the value of
+// AnnotationInjected. A quantity that does not parse (LoadSettings reports
+// it) takes the built-in default.
+func (s Settings) Config(version string) Config {
+	quantity := func(v string) resource.Quantity {
+		q, _ := resource.ParseQuantity(v)
+		return q
+	}
+	return Config{
+		Image:                s.SidecarImage,
+		Mode:                 s.SidecarMode,
+		DefaultConfigMap:     s.DefaultConfigMap,
+		Version:              version,
+		SidecarCPURequest:    quantity(s.SidecarCPURequest),
+		SidecarMemoryRequest: quantity(s.SidecarMemoryRequest),
+		SidecarMemoryLimit:   quantity(s.SidecarMemoryLimit),
+		StatusPort:           int(s.DefaultStatusPort),
+	}
 }
 
 // checkListenAddr accepts what net.Listen("tcp", addr) accepts for a
@@ -70,6 +120,19 @@ var imageReference = regexp.MustCompile(`^` +
 	`(?::[\w][\w.-]{0,127})?` + // tag
 	`(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?` + // digest
 	`$`)
+
+// Port is a TCP port number, from 1 to 65535.
+type Port int
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (p *Port) UnmarshalText(text []byte) error {
+	n, err := strconv.Atoi(string(text))
+	if !isDigits(string(text)) || err != nil || n < 1 || n > 65535 {
+		return errors.New("not a port number from 1 to 65535")
+	}
+	*p = Port(n)
+	return nil
+}
 
 // Mode is how the sidecar is added to a pod.
 type Mode string

@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -14,14 +15,18 @@ func TestLoadSettingsDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Settings{
-		ListenAddr:       ":9443",
-		TLSCertFile:      "/etc/kong-metrics-injector/tls/tls.crt",
-		TLSKeyFile:       "/etc/kong-metrics-injector/tls/tls.key",
-		MetricsAddr:      ":9090",
-		SidecarImage:     "ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:v1.0.0",
-		SidecarMode:      ModeNative,
-		DefaultConfigMap: "kong-metrics-sidecar",
-		LogSettings:      envconfig.LogSettings{LogLevel: slog.LevelInfo, LogFormat: "json"},
+		ListenAddr:           ":9443",
+		TLSCertFile:          "/etc/kong-metrics-injector/tls/tls.crt",
+		TLSKeyFile:           "/etc/kong-metrics-injector/tls/tls.key",
+		MetricsAddr:          ":9090",
+		SidecarImage:         "ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:v1.0.0",
+		SidecarMode:          ModeNative,
+		DefaultConfigMap:     "kong-metrics-sidecar",
+		SidecarCPURequest:    "10m",
+		SidecarMemoryRequest: "32Mi",
+		SidecarMemoryLimit:   "128Mi",
+		DefaultStatusPort:    8100,
+		LogSettings:          envconfig.LogSettings{LogLevel: slog.LevelInfo, LogFormat: "json"},
 	}
 	if s != want {
 		t.Errorf("settings\n  %+v\nwant\n  %+v", s, want)
@@ -55,6 +60,19 @@ func TestLoadSettings(t *testing.T) {
 			"INJECTOR_PORT_443_TCP_PORT=443", "INJECTOR_PORT_443_TCP_ADDR=10.0.0.1",
 		}, nil, nil},
 
+		{"sidecar resources and status port", []string{image,
+			"INJECTOR_SIDECAR_CPU_REQUEST=0.25", "INJECTOR_SIDECAR_MEMORY_REQUEST=64Mi", "INJECTOR_SIDECAR_MEMORY_LIMIT=1Gi", "INJECTOR_DEFAULT_STATUS_PORT=8200",
+		}, nil, func(s Settings) bool {
+			return s.SidecarCPURequest == "0.25" && s.SidecarMemoryRequest == "64Mi" && s.SidecarMemoryLimit == "1Gi" && s.DefaultStatusPort == 8200
+		}},
+		{"memory request equal to the limit", []string{image, "INJECTOR_SIDECAR_MEMORY_REQUEST=128Mi"}, nil, func(s Settings) bool {
+			return s.SidecarMemoryRequest == "128Mi" && s.SidecarMemoryLimit == "128Mi"
+		}},
+		{"empty resources mean default", []string{image, "INJECTOR_SIDECAR_CPU_REQUEST=", "INJECTOR_DEFAULT_STATUS_PORT="}, nil, func(s Settings) bool {
+			return s.SidecarCPURequest == "10m" && s.DefaultStatusPort == 8100
+		}},
+		{"status port bounds", []string{image, "INJECTOR_DEFAULT_STATUS_PORT=65535"}, nil, func(s Settings) bool { return s.DefaultStatusPort == 65535 }},
+
 		{"missing image", nil, []string{"INJECTOR_SIDECAR_IMAGE: required"}, nil},
 		{"empty image", []string{"INJECTOR_SIDECAR_IMAGE="}, []string{"INJECTOR_SIDECAR_IMAGE: required"}, nil},
 		{"image with a space", []string{"INJECTOR_SIDECAR_IMAGE=kong metrics"}, []string{`INJECTOR_SIDECAR_IMAGE="kong metrics": not an image reference`}, nil},
@@ -70,8 +88,24 @@ func TestLoadSettings(t *testing.T) {
 		{"metrics port out of range", []string{image, "INJECTOR_METRICS_ADDR=:90900"}, []string{`INJECTOR_METRICS_ADDR=":90900": port "90900" is not a number`}, nil},
 		{"named port", []string{image, "INJECTOR_METRICS_ADDR=:http"}, []string{`INJECTOR_METRICS_ADDR=":http": port "http"`}, nil},
 		{"ConfigMap name", []string{image, "INJECTOR_DEFAULT_CONFIGMAP=Kong_Metrics"}, []string{`INJECTOR_DEFAULT_CONFIGMAP="Kong_Metrics": not a ConfigMap name`}, nil},
+		{"CPU request not a quantity", []string{image, "INJECTOR_SIDECAR_CPU_REQUEST=ten"}, []string{`INJECTOR_SIDECAR_CPU_REQUEST="ten": not a quantity`}, nil},
+		{"CPU request zero", []string{image, "INJECTOR_SIDECAR_CPU_REQUEST=0"}, []string{`INJECTOR_SIDECAR_CPU_REQUEST="0": must be more than zero`}, nil},
+		{"memory request with a space", []string{image, "INJECTOR_SIDECAR_MEMORY_REQUEST=32 Mi"}, []string{`INJECTOR_SIDECAR_MEMORY_REQUEST="32 Mi": not a quantity`}, nil},
+		{"memory limit negative", []string{image, "INJECTOR_SIDECAR_MEMORY_LIMIT=-128Mi"}, []string{`INJECTOR_SIDECAR_MEMORY_LIMIT="-128Mi": must be more than zero`}, nil},
+		{"memory request over the default limit", []string{image, "INJECTOR_SIDECAR_MEMORY_REQUEST=256Mi"},
+			[]string{`INJECTOR_SIDECAR_MEMORY_REQUEST="256Mi" is more than INJECTOR_SIDECAR_MEMORY_LIMIT="128Mi"`}, nil},
+		{"memory limit under the default request", []string{image, "INJECTOR_SIDECAR_MEMORY_LIMIT=16Mi"},
+			[]string{`INJECTOR_SIDECAR_MEMORY_REQUEST="32Mi" is more than INJECTOR_SIDECAR_MEMORY_LIMIT="16Mi"`}, nil},
+		{"status port 0", []string{image, "INJECTOR_DEFAULT_STATUS_PORT=0"}, []string{`INJECTOR_DEFAULT_STATUS_PORT="0": not a port number from 1 to 65535`}, nil},
+		{"status port too large", []string{image, "INJECTOR_DEFAULT_STATUS_PORT=65536"}, []string{`INJECTOR_DEFAULT_STATUS_PORT="65536": not a port number`}, nil},
+		{"status port negative", []string{image, "INJECTOR_DEFAULT_STATUS_PORT=-1"}, []string{`INJECTOR_DEFAULT_STATUS_PORT="-1": not a port number`}, nil},
+		{"status port signed", []string{image, "INJECTOR_DEFAULT_STATUS_PORT=+8100"}, []string{`INJECTOR_DEFAULT_STATUS_PORT="+8100": not a port number`}, nil},
+		{"status port named", []string{image, "INJECTOR_DEFAULT_STATUS_PORT=status"}, []string{`INJECTOR_DEFAULT_STATUS_PORT="status": not a port number`}, nil},
+		{"status port is the sidecar's", []string{image, "INJECTOR_DEFAULT_STATUS_PORT=9542"}, []string{`INJECTOR_DEFAULT_STATUS_PORT="9542": the sidecar's own port`}, nil},
 		{"every problem at once", []string{"INJECTOR_FOO=1", "INJECTOR_SIDECAR_MODE=x", "INJECTOR_LISTEN_ADDR=x"},
 			[]string{"INJECTOR_FOO:", "INJECTOR_SIDECAR_MODE=", "INJECTOR_LISTEN_ADDR=", "INJECTOR_SIDECAR_IMAGE:"}, nil},
+		{"every new problem at once", []string{image, "INJECTOR_SIDECAR_CPU_REQUEST=x", "INJECTOR_SIDECAR_MEMORY_REQUEST=0", "INJECTOR_SIDECAR_MEMORY_LIMIT=y", "INJECTOR_DEFAULT_STATUS_PORT=0"},
+			[]string{"INJECTOR_SIDECAR_CPU_REQUEST=", "INJECTOR_SIDECAR_MEMORY_REQUEST=", "INJECTOR_SIDECAR_MEMORY_LIMIT=", "INJECTOR_DEFAULT_STATUS_PORT="}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,5 +131,19 @@ func TestLoadSettings(t *testing.T) {
 				t.Errorf("error has %d lines, want %d:\n%v", got, len(tc.errs), err)
 			}
 		})
+	}
+}
+
+func TestSettingsConfig(t *testing.T) {
+	s, err := LoadSettings([]string{"INJECTOR_SIDECAR_IMAGE=kong-metrics-sidecar:dev", "INJECTOR_SIDECAR_MODE=container", "INJECTOR_DEFAULT_CONFIGMAP=metrics",
+		"INJECTOR_SIDECAR_CPU_REQUEST=0.25", "INJECTOR_SIDECAR_MEMORY_REQUEST=64Mi", "INJECTOR_SIDECAR_MEMORY_LIMIT=1Gi", "INJECTOR_DEFAULT_STATUS_PORT=8200"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.Config("v1.2.3")
+	got := fmt.Sprintf("%s %s %s %s %s %s %s %d", c.Image, c.Mode, c.DefaultConfigMap, c.Version,
+		c.SidecarCPURequest.String(), c.SidecarMemoryRequest.String(), c.SidecarMemoryLimit.String(), c.StatusPort)
+	if want := "kong-metrics-sidecar:dev container metrics v1.2.3 250m 64Mi 1Gi 8200"; got != want {
+		t.Errorf("config %q, want %q", got, want)
 	}
 }

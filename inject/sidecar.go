@@ -9,32 +9,45 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// The sidecar's default resources: small, because it holds one scrape of
-// Kong's /metrics at a time. There is no CPU limit, so that a large scrape
-// is slow rather than throttled into a timeout.
+// The sidecar's built-in default resources: small, because it holds one
+// scrape of Kong's /metrics at a time. There is no CPU limit, so that a
+// large scrape is slow rather than throttled into a timeout.
+const (
+	DefaultCPURequest    = "10m"
+	DefaultMemoryRequest = "32Mi"
+	DefaultMemoryLimit   = "128Mi"
+)
+
+// resourceAnnotations are the sidecar's resources, each with the
+// annotation that overrides it, its built-in default and its Config field.
 var resourceAnnotations = []struct {
 	annotation string
 	resource   corev1.ResourceName
 	limit      bool
 	def        string
+	configured func(Config) resource.Quantity
 }{
-	{AnnotationCPURequest, corev1.ResourceCPU, false, "10m"},
-	{AnnotationMemoryRequest, corev1.ResourceMemory, false, "32Mi"},
-	{AnnotationMemoryLimit, corev1.ResourceMemory, true, "128Mi"},
+	{AnnotationCPURequest, corev1.ResourceCPU, false, DefaultCPURequest, func(c Config) resource.Quantity { return c.SidecarCPURequest }},
+	{AnnotationMemoryRequest, corev1.ResourceMemory, false, DefaultMemoryRequest, func(c Config) resource.Quantity { return c.SidecarMemoryRequest }},
+	{AnnotationMemoryLimit, corev1.ResourceMemory, true, DefaultMemoryLimit, func(c Config) resource.Quantity { return c.SidecarMemoryLimit }},
 }
 
-// sidecarResources returns the sidecar's resources: the defaults, each
-// overridden by its annotation. Problems name the annotation.
-func sidecarResources(annotations map[string]string) (corev1.ResourceRequirements, []string) {
+// sidecarResources returns the sidecar's resources: cfg's (the built-in
+// default where cfg's quantity is zero), each overridden by its
+// annotation. Problems name the annotation.
+func sidecarResources(cfg Config, annotations map[string]string) (corev1.ResourceRequirements, []string) {
 	r := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
 	var problems []string
 	for _, a := range resourceAnnotations {
-		q := resource.MustParse(a.def)
+		q := a.configured(cfg)
+		if q.IsZero() {
+			q = resource.MustParse(a.def)
+		}
 		if v, ok := annotations[a.annotation]; ok {
 			parsed, err := resource.ParseQuantity(v)
 			switch {
 			case err != nil:
-				problems = append(problems, fmt.Sprintf("annotation %s=%s is not a quantity such as %s", a.annotation, clip(v), a.def))
+				problems = append(problems, fmt.Sprintf("annotation %s=%s is not a quantity such as %s", a.annotation, clip(v), q.String()))
 				continue
 			case parsed.Sign() <= 0:
 				problems = append(problems, fmt.Sprintf("annotation %s=%s must be more than zero", a.annotation, clip(v)))

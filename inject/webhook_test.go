@@ -11,6 +11,7 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 )
@@ -63,6 +64,24 @@ func TestFixtures(t *testing.T) {
 		{"invalid-memory-request", "invalid-memory-request", ModeNative, "invalid", `kong-metrics-sidecar.io/memory-request="-32Mi" must be more than zero`, ""},
 		{"invalid-memory-limit", "invalid-memory-limit", ModeNative, "invalid", `kong-metrics-sidecar.io/memory-limit="lots" is not a quantity`, ""},
 		{"invalid-memory-request-over-limit", "invalid-memory-request-over-limit", ModeNative, "invalid", "memory request 256Mi is more than memory limit 128Mi", ""},
+
+		// Non-default injector settings (settingsOf): they reach the patch
+		// where the pod says nothing, and its annotations still win.
+		{"injector-settings", "minimal-opted-in", ModeNative, "injected", "", "http://127.0.0.1:8200/metrics"},
+		{"injector-settings-annotations-win", "annotated-status-port-name", ModeNative, "injected", "", "http://127.0.0.1:8007/metrics"},
+		{"injector-settings-status-listen-wins", "helm-chart", ModeNative, "injected", "", local8100},
+	}
+	// settingsOf are the cases' settings besides Mode, by case name.
+	nonDefault := func(c *Config) {
+		c.SidecarCPURequest = resource.MustParse("20m")
+		c.SidecarMemoryRequest = resource.MustParse("48Mi")
+		c.SidecarMemoryLimit = resource.MustParse("192Mi")
+		c.StatusPort = 8200
+	}
+	settingsOf := map[string]func(*Config){
+		"injector-settings":                    nonDefault,
+		"injector-settings-annotations-win":    nonDefault,
+		"injector-settings-status-listen-wins": nonDefault,
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -73,6 +92,9 @@ func TestFixtures(t *testing.T) {
 			}
 			cfg := testConfig
 			cfg.Mode = tc.mode
+			if edit, ok := settingsOf[tc.name]; ok {
+				edit(&cfg)
+			}
 			h := newTestHandler(cfg)
 			resp := decodeResponse(t, post(h, body))
 
