@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -63,6 +64,10 @@ var renderCases = []renderCase{
 			}
 			if in.settings.SidecarMode != inject.ModeNative {
 				t.Errorf("sidecar mode %q, want native", in.settings.SidecarMode)
+			}
+			if s := in.settings; s.SidecarCPURequest != inject.DefaultCPURequest || s.SidecarMemoryRequest != inject.DefaultMemoryRequest ||
+				s.SidecarMemoryLimit != inject.DefaultMemoryLimit || s.DefaultStatusPort != inject.DefaultStatusPort {
+				t.Errorf("sidecar resources %s %s %s, status port %d; want the injector's defaults", s.SidecarCPURequest, s.SidecarMemoryRequest, s.SidecarMemoryLimit, s.DefaultStatusPort)
 			}
 			wantNoObjects[cmv1.Certificate](t, r)
 			wantNoObjects[monitoringv1.ServiceMonitor](t, r)
@@ -220,6 +225,23 @@ podMonitor:
 		check: func(t *testing.T, r rendering) {
 			if in := injectorOf(t, r); in.settings.SidecarMode != inject.ModeContainer {
 				t.Errorf("sidecar mode %q, want container", in.settings.SidecarMode)
+			}
+		},
+	},
+	{
+		// The sidecar's resources and default status port reach the
+		// injector's settings; a value left out keeps its default.
+		name:   "sidecar-settings",
+		values: "sidecar:\n  resources:\n    requests:\n      cpu: 0.25\n      memory: 64Mi\n    limits:\n      memory: 1Gi\n  statusPort: 8200\n",
+		check: func(t *testing.T, r rendering) {
+			s := injectorOf(t, r).settings
+			got := [4]string{s.SidecarCPURequest, s.SidecarMemoryRequest, s.SidecarMemoryLimit, strconv.Itoa(int(s.DefaultStatusPort))}
+			if want := [4]string{"0.25", "64Mi", "1Gi", "8200"}; got != want {
+				t.Errorf("sidecar cpu request, memory request, memory limit, status port %q, want %q", got, want)
+			}
+			c := s.Config("test")
+			if c.SidecarCPURequest.String() != "250m" || c.SidecarMemoryLimit.String() != "1Gi" || c.StatusPort != 8200 {
+				t.Errorf("Mutate's config %+v", c)
 			}
 		},
 	},

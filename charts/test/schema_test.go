@@ -43,6 +43,16 @@ func TestSchemaRejects(t *testing.T) {
 	f("serviceMonitor: {interval: 15}\n", "interval")
 	f("serviceMonitor: {interval: fifteen}\n", "interval")
 	f("kongNamespaces: [Kong]\n", "kongNamespaces")
+	f("sidecar: {statusPort: 0}\n", "statusPort")
+	f("sidecar: {statusPort: 65536}\n", "statusPort")
+	f("sidecar: {statusPort: \"8100\"}\n", "statusPort")
+	f("sidecar: {statusPort: 9542}\n", "statusPort")
+	f("sidecar: {resources: {requests: {cpu: ten}}}\n", "cpu")
+	f("sidecar: {resources: {requests: {memory: 32 Mi}}}\n", "memory")
+	f("sidecar: {resources: {limits: {memory: -128Mi}}}\n", "memory")
+	f("sidecar: {resources: {limits: {memory: 0}}}\n", "memory")
+	f("sidecar: {resources: {limits: {cpu: 1}}}\n", "cpu")
+	f("sidecar: {resources: {requests: {storage: 1Gi}}}\n", "storage")
 	f("extension: {dataPlaneMetricsExtensions: [{spec: {}}]}\n", "name")
 	// Unknown keys in the chart's own tables.
 	f("image: {repo: x}\n", "repo")
@@ -60,6 +70,7 @@ func TestSchemaRejects(t *testing.T) {
 		"podDisruptionBudget: {minAvailable: null, maxUnavailable: 1}\n",
 		"global: {imageRegistry: example.com}\n",
 		"serviceMonitor: {interval: 1m30s, scrapeTimeout: 10s}\n",
+		"sidecar: {resources: {requests: {cpu: 1, memory: 1e8}, limits: {memory: 256Mi}}, statusPort: 65535}\n",
 	} {
 		if _, err := renderErr(c, values, renderOptions{}); err != nil {
 			t.Errorf("%q: %v", values, err)
