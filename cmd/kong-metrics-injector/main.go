@@ -96,12 +96,7 @@ func serve(ctx context.Context, s inject.Settings, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	handler := inject.NewHandler(inject.Config{
-		Image:            s.SidecarImage,
-		Mode:             s.SidecarMode,
-		DefaultConfigMap: s.DefaultConfigMap,
-		Version:          version.Version,
-	}, logger.With("component", "webhook"), metrics)
+	handler := inject.NewHandler(s.Config(version.Version), logger.With("component", "webhook"), metrics)
 	srv, err := inject.NewServer(inject.ServerOptions{
 		ListenAddr:     s.ListenAddr,
 		MetricsAddr:    s.MetricsAddr,

@@ -129,6 +129,9 @@ func TestServes(t *testing.T) {
 		"INJECTOR_METRICS_ADDR=" + metricsAddr,
 		"INJECTOR_TLS_CERT_FILE=" + filepath.Join(dir, "tls.crt"),
 		"INJECTOR_TLS_KEY_FILE=" + filepath.Join(dir, "tls.key"),
+		// Non-default settings, which must reach the patch below.
+		"INJECTOR_DEFAULT_STATUS_PORT=8200",
+		"INJECTOR_SIDECAR_MEMORY_LIMIT=256Mi",
 		"INJECTOR_SERVICE_HOST=10.0.0.1", // a Service named injector
 		"INJECTOR_SERVICE_PORT=443",
 	}
@@ -176,7 +179,13 @@ func TestServes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"path":"/metadata/annotations/kong-metrics-sidecar.io~1injected","value":"dev"`, `"image":"ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:v1.0.0"`} {
+	for _, want := range []string{
+		`"path":"/metadata/annotations/kong-metrics-sidecar.io~1injected","value":"dev"`,
+		`"image":"ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:v1.0.0"`,
+		// The pod says nothing of its status port: INJECTOR_DEFAULT_STATUS_PORT.
+		`"value":"http://127.0.0.1:8200/metrics"`,
+		`"limits":{"memory":"256Mi"}`,
+	} {
 		if !strings.Contains(string(patch), want) {
 			t.Errorf("patch does not contain %s:\n%s", want, patch)
 		}
