@@ -155,10 +155,12 @@ test-manifests:
 
 # The Helm chart (charts/kong-metrics-sidecar) with the Helm SDK: lint, the
 # renderings decoded strictly against their golden files, the schema, the
-# generated certificate across upgrades, and the same objects as manifests/.
-# A module of its own (charts/test), so that Helm stays out of go.mod.
-test-chart:
-	cd charts/test && $(GO) test -count=1 ./...
+# generated certificate across upgrades, the same objects as manifests/, and
+# helm install, upgrade and uninstall on a real API server (the end-to-end
+# test's control plane). A module of its own (charts/test), so that Helm
+# stays out of go.mod.
+test-chart: bins
+	$(call with-bins,bin/test-bins.env) cd charts/test && $(GO) test -count=1 ./...
 
 # The image (both binaries), with docker or podman, whichever has a working
 # engine. Set IMAGE to change the name; VERSION, REVISION, BRANCH, BUILD_USER

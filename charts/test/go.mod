@@ -6,6 +6,7 @@ require (
 	github.com/cert-manager/cert-manager v1.21.2
 	github.com/google/go-cmp v0.7.0
 	github.com/kong-metrics-sidecar/kong-metrics-sidecar v0.0.0
+	github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e v0.0.0
 	github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring v0.95.2
 	github.com/prometheus/client_golang v1.25.0
 	go.yaml.in/yaml/v3 v3.0.6
@@ -135,3 +136,7 @@ require (
 // The main module, for its config and inject packages: the chart's extension
 // and injector settings are checked with the code that reads them.
 replace github.com/kong-metrics-sidecar/kong-metrics-sidecar => ../..
+
+// The end-to-end module, for its control plane (package cluster): the chart
+// is installed on a real API server.
+replace github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e => ../../integration/e2e

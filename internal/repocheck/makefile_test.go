@@ -77,6 +77,7 @@ func TestMakePrerequisites(t *testing.T) {
 		{"test-unit", "prometheus-bin"},
 		{"soak", "prometheus-bin"},
 		{"e2e", "bins"},
+		{"test-chart", "bins"},
 		{"lint-bins", "bins"},
 		{"test", "bins"},
 	} {
