@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the third-party servers the tests run (etcd, kube-apiserver,
-# kube-controller-manager, Prometheus 3) from the Go modules under
-# integration/e2e/bins, into a cache outside the work tree:
+# kube-controller-manager, Prometheus 3, Prometheus Operator) from the Go
+# modules under integration/e2e/bins, into a cache outside the work tree:
 #
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/kong-metrics-sidecar/e2e-bin/<module>-<key>/
 #
@@ -12,8 +12,8 @@
 #   eval "$(scripts/build-test-bins.sh)"             # E2E_ETCD_BIN and the others
 #   eval "$(scripts/build-test-bins.sh prometheus)"  # E2E_PROMETHEUS_BIN only
 #
-# Arguments name the modules to build (etcd, kubernetes, prometheus); none
-# means all. Build output goes to stderr. Needs Go and the module proxy, no
+# Arguments name the modules to build (etcd, kubernetes, prometheus,
+# prometheus-operator); none means all. Build output goes to stderr. Needs Go and the module proxy, no
 # root. Safe to run concurrently (flock).
 set -euo pipefail
 
@@ -73,6 +73,10 @@ build etcd "" E2E_ETCD_BIN=github.com/kong-metrics-sidecar/kong-metrics-sidecar/
 build kubernetes "" \
 	E2E_KUBE_APISERVER_BIN=k8s.io/kubernetes/cmd/kube-apiserver \
 	E2E_KUBE_CONTROLLER_MANAGER_BIN=k8s.io/kubernetes/cmd/kube-controller-manager
-# remove_all_sd leaves out the service-discovery plugins: the test uses
-# static targets, and they would double the build.
-build prometheus remove_all_sd E2E_PROMETHEUS_BIN=github.com/prometheus/prometheus/cmd/prometheus
+# remove_all_sd leaves out the service-discovery plugins but Kubernetes
+# (enable_kubernetes_sd): the test's Prometheus finds its targets as in a
+# cluster, and the others would double the build.
+build prometheus remove_all_sd,enable_kubernetes_sd E2E_PROMETHEUS_BIN=github.com/prometheus/prometheus/cmd/prometheus
+# Prometheus Operator: the test runs it against the API server to turn the
+# shipped ServiceMonitor into Prometheus's configuration.
+build prometheus-operator "" E2E_PROMETHEUS_OPERATOR_BIN=github.com/prometheus-operator/prometheus-operator/cmd/operator
