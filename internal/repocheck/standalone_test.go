@@ -16,7 +16,7 @@ import (
 // folder that sits beside it on the developers' machines, and a run of
 // "../" (or filepath.Join's "..", "..") that climbs past the root.
 var (
-	sharedFolder = regexp.MustCompile(`\.\.[/"]+\s*,?\s*"?shared\b|\bshared/fixtures\b`)
+	sharedFolder = regexp.MustCompile(`\.\.[/"]+\s*,?\s*"?shared\b|\bshared[/]fixtures\b`)
 	climbSlash   = regexp.MustCompile(`(?:\.\./)+`)
 	climbJoin    = regexp.MustCompile(`(?:"\.\."\s*,\s*)+`)
 )
