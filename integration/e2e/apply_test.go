@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,6 +31,8 @@ import (
 type runtimeValues struct {
 	caPEM                     []byte
 	injectorPort, adapterPort int
+	// operatorCRDs are Prometheus Operator's CRD files, from its module.
+	operatorCRDs []string
 }
 
 // kustomizeBuild builds integration/e2e/overlay with the run's values added
@@ -48,11 +51,18 @@ func kustomizeBuild(dir string, v runtimeValues) ([]*unstructured.Unstructured, 
 	}
 	ca := base64.StdEncoding.EncodeToString(v.caPEM)
 	inj, adp := strconv.Itoa(v.injectorPort), strconv.Itoa(v.adapterPort)
+	resources := "- " + overlay + "\n"
+	for _, f := range v.operatorCRDs {
+		rel, err := filepath.Rel(dir, f)
+		if err != nil {
+			return nil, err
+		}
+		resources += "- " + rel + "\n"
+	}
 	k := `apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-- ` + overlay + `
-patches:
+` + resources + `patches:
 - target: {kind: MutatingWebhookConfiguration, name: kong-metrics-injector}
   patch: |-
     - {op: add, path: /webhooks/0/clientConfig/caBundle, value: "` + ca + `"}
@@ -213,4 +223,33 @@ func kinds(objs []*unstructured.Unstructured) string {
 		parts[i] = fmt.Sprintf("%d %s", count[k], k)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// operatorModule is the Prometheus Operator module that
+// integration/e2e/bins/prometheus-operator builds cmd/operator from.
+const operatorModule = "github.com/prometheus-operator/prometheus-operator"
+
+// operatorCRDFiles returns the CRDs of monitoring.coreos.com that
+// Prometheus Operator's module ships (example/prometheus-operator-crd), from
+// the module cache: the version integration/e2e/bins/prometheus-operator
+// pins, which building the operator has downloaded.
+func operatorCRDFiles(ctx context.Context) ([]string, error) {
+	cmd := exec.CommandContext(ctx, "go", "list", "-mod=readonly", "-m", "-f", "{{.Dir}}", operatorModule)
+	cmd.Dir = filepath.Join("bins", "prometheus-operator")
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("finding %s in the module cache (run scripts/build-test-bins.sh prometheus-operator): %w", operatorModule, err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if dir == "" {
+		return nil, fmt.Errorf("%s is not in the module cache (run scripts/build-test-bins.sh prometheus-operator)", operatorModule)
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "example", "prometheus-operator-crd", "monitoring.coreos.com_*.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no CRDs under %s/example/prometheus-operator-crd", dir)
+	}
+	return files, nil
 }

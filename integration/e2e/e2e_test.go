@@ -1,8 +1,10 @@
 // Package e2e_test runs Kong's tutorial "Autoscale workloads with
 // Prometheus" with kong-metrics-sidecar on a real control plane: etcd,
 // kube-apiserver (aggregation layer on), kube-controller-manager (HPA),
-// Prometheus 3 and a custom-metrics adapter, all on loopback. See
-// README.md for what runs where and what stands in for what.
+// Prometheus Operator, Prometheus 3 with the configuration the operator
+// generates and a custom-metrics adapter, all in a network namespace of
+// the test's own. See README.md for what runs where and what stands in for
+// what.
 package e2e_test
 
 import (
@@ -26,7 +28,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	cmv1beta1 "k8s.io/metrics/pkg/apis/custom_metrics/v1beta1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/adapter"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
@@ -51,11 +52,23 @@ func TestTutorial(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
 	defer cancel()
+	modules := []string{"etcd", "kubernetes", "prometheus", "prometheus-operator"}
+	if !inNetns() {
+		runInNetns(ctx, t, modules...)
+		return
+	}
+	if err := setUpNetns(ctx); err != nil {
+		t.Fatal(err)
+	}
 	w := newWorld(t)
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	dir := t.TempDir()
 
-	third, err := harness.ThirdPartyBinaries(ctx, "etcd", "kubernetes", "prometheus")
+	third, err := harness.ThirdPartyBinaries(ctx, modules...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crds, err := operatorCRDFiles(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,19 +100,25 @@ func TestTutorial(t *testing.T) {
 	client := c.Client
 	w.step("control plane ready at %s", c.URL)
 
-	// The kubelet stand-in: command pods Running and Ready.
 	kctx, kstop := context.WithCancel(ctx)
 	t.Cleanup(kstop)
-	if err := fakekubelet.RunPods(kctx, client, "kong", "app=command", logger); err != nil {
-		t.Fatal(err)
-	}
 
 	// Ports and certificates of the processes the API server calls.
 	injectorAddr, adapterAddr := freeAddr(t), freeAddr(t)
-	vals := runtimeValues{caPEM: c.CA.CertPEM, injectorPort: port(t, injectorAddr), adapterPort: port(t, adapterAddr)}
+	vals := runtimeValues{caPEM: c.CA.CertPEM, injectorPort: port(t, injectorAddr), adapterPort: port(t, adapterAddr), operatorCRDs: crds}
 	objs, err := kustomizeBuild(filepath.Join(dir, "kustomize"), vals)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The kubelet stand-in: command and Kong pods Running and Ready, each
+	// with an address of its own in podCIDR, on which the port the shipped
+	// Service sends Prometheus to is free.
+	sidecarPort := sidecarTargetPort(t, objs)
+	addrs := podAddresses(sidecarPort)
+	for _, sel := range []string{"app=command", "app=kong"} {
+		if err := fakekubelet.RunPods(kctx, client, "kong", sel, addrs, logger); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// --- The injector, as the shipped Deployment configures it.
@@ -115,17 +134,17 @@ func TestTutorial(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.step("step 1 passed: server-side applied %d objects (%s)", n, kinds(objs))
+	startOperator(t, w, c, third["E2E_PROMETHEUS_OPERATOR_BIN"], filepath.Join(dir, "operator"))
 
 	// --- Step 2: the webhook.
 	kongPod := step2Webhook(ctx, t, w, c, injector)
 
 	// --- Step 3: the data plane, the sidecar and Prometheus.
-	dp := startDataPlane(ctx, t, w, c, own, kongPod, filepath.Join(dir, "volume"), logger)
-	t.Setenv("PROMETHEUS_BIN", third["E2E_PROMETHEUS_BIN"])
-	prom := startPrometheus(ctx, t, w, c, dp, kongPod, filepath.Join(dir, "prometheus"))
+	dp := startDataPlane(ctx, t, w, c, own, kongPod, sidecarPort, filepath.Join(dir, "volume"), logger)
+	prom := startMonitoring(ctx, t, w, c, third["E2E_PROMETHEUS_BIN"], filepath.Join(dir, "prometheus"))
 	tr := startTraffic(ctx, dp.proxyURL, "0.1")
 	t.Cleanup(func() { _, _ = tr.stop() }) // the traffic steps check it; this only ends it
-	step3Scrape(ctx, t, w, prom)
+	step3Scrape(ctx, t, w, prom, kongPod.Name)
 
 	// --- Step 4: the custom metric.
 	startAdapter(t, w, c, adapterBin, adapterAddr, prom.URL, filepath.Join(dir, "adapter"))
@@ -316,9 +335,9 @@ type dataPlane struct {
 	projected            chan string // ConfigMap resourceVersions written
 }
 
-func startDataPlane(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, own map[string]string, pod *corev1.Pod, volume string, logger *slog.Logger) *dataPlane {
+func startDataPlane(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, own map[string]string, pod *corev1.Pod, sidecarPort, volume string, logger *slog.Logger) *dataPlane {
 	t.Helper()
-	proxyAddr, statusAddr, sidecarAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	proxyAddr, statusAddr := freeAddr(t), freeAddr(t)
 	sim, err := harness.Start("kong-simulator", own["kong-simulator"], []string{"-proxy-listen", proxyAddr, "-listen", statusAddr}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -351,7 +370,7 @@ func startDataPlane(ctx context.Context, t *testing.T, w *world, c *cluster.Clus
 	if !strings.HasPrefix(cfgFile, mountPath+"/") {
 		t.Fatalf("SIDECAR_CONFIG_FILE %q is not in the ConfigMap mount %s", cfgFile, mountPath)
 	}
-	dp := &dataPlane{proxyURL: "http://" + proxyAddr, sidecarURL: "http://" + sidecarAddr, volume: volume, projected: make(chan string, 16)}
+	dp := &dataPlane{proxyURL: "http://" + proxyAddr, volume: volume, projected: make(chan string, 16)}
 	if err := fakekubelet.ProjectConfigMap(ctx, c.Client, "kong", cmName, volume, logger, func(rv string) {
 		select {
 		case dp.projected <- rv:
@@ -361,8 +380,12 @@ func startDataPlane(ctx context.Context, t *testing.T, w *world, c *cluster.Clus
 		t.Fatal(err)
 	}
 	<-dp.projected
-	// The injected environment, with the pod's addresses made local ones;
-	// file events, not the poll, must carry the reload of step 6.
+	// The injected environment, with the pod's addresses made local ones:
+	// the sidecar listens at the pod's address on the port of the Service,
+	// where its EndpointSlice sends Prometheus; file events, not the poll, must carry
+	// the reload of step 6.
+	sidecarAddr := net.JoinHostPort(podIP(ctx, t, w, c, pod), sidecarPort)
+	dp.sidecarURL = "http://" + sidecarAddr
 	env["SIDECAR_LISTEN_ADDR"] = sidecarAddr
 	env["SIDECAR_UPSTREAM_URL"] = "http://" + statusAddr + "/metrics"
 	env["SIDECAR_CONFIG_FILE"] = filepath.Join(volume, strings.TrimPrefix(cfgFile, mountPath+"/"))
@@ -384,61 +407,37 @@ func startDataPlane(ctx context.Context, t *testing.T, w *world, c *cluster.Clus
 	return dp
 }
 
-// startPrometheus scrapes the sidecar as the stored ServiceMonitor makes
-// Prometheus Operator do: same interval, path and honorLabels, and the
-// target labels the operator sets for an endpoint of a Service. It runs
-// $PROMETHEUS_BIN.
-func startPrometheus(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, dp *dataPlane, pod *corev1.Pod, dir string) *harness.Prometheus {
+// sidecarTargetPort is the targetPort of the shipped Service
+// kong/kong-metrics-sidecar, which the ServiceMonitor selects.
+func sidecarTargetPort(t *testing.T, objs []*unstructured.Unstructured) string {
 	t.Helper()
-	raw, err := c.Client.Discovery().RESTClient().Get().
-		AbsPath("/apis/monitoring.coreos.com/v1/namespaces/kong/servicemonitors/kong-metrics-sidecar").DoRaw(ctx)
+	o, err := find(objs, "Service", "kong-metrics-sidecar")
 	if err != nil {
-		t.Fatalf("reading the ServiceMonitor: %v", err)
+		t.Fatal(err)
 	}
-	var sm struct {
-		Metadata struct{ Namespace, Name string }
-		Spec     struct {
-			Endpoints []struct {
-				Port, Path, Scheme, Interval string
-				HonorLabels                  bool `json:"honorLabels"`
-			}
+	var svc corev1.Service
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &svc); err != nil {
+		t.Fatal(err)
+	}
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort.IntValue() == 0 {
+		t.Fatalf("Service kong-metrics-sidecar: want one port with a numeric targetPort, have %+v", svc.Spec.Ports)
+	}
+	return svc.Spec.Ports[0].TargetPort.String()
+}
+
+// podIP waits for the kubelet stand-in to give pod its address.
+func podIP(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, pod *corev1.Pod) string {
+	t.Helper()
+	var ip string
+	w.waitFor(ctx, 30*time.Second, "pod "+pod.Name+" Running with an address", func() (bool, string) {
+		p, err := c.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
 		}
-	}
-	if err := json.Unmarshal(raw, &sm); err != nil || len(sm.Spec.Endpoints) != 1 {
-		t.Fatalf("ServiceMonitor: %v %s", err, raw)
-	}
-	ep := sm.Spec.Endpoints[0]
-	cfg := map[string]any{
-		"global": map[string]any{"scrape_interval": ep.Interval, "evaluation_interval": ep.Interval},
-		"scrape_configs": []any{map[string]any{
-			"job_name":        fmt.Sprintf("serviceMonitor/%s/%s/0", sm.Metadata.Namespace, sm.Metadata.Name),
-			"honor_labels":    ep.HonorLabels,
-			"metrics_path":    ep.Path,
-			"scheme":          ep.Scheme,
-			"scrape_interval": ep.Interval,
-			"static_configs": []any{map[string]any{
-				"targets": []string{strings.TrimPrefix(dp.sidecarURL, "http://")},
-				"labels": map[string]string{
-					"namespace": "kong", "service": "kong-metrics-sidecar", "endpoint": ep.Port,
-					"pod": pod.Name, "container": sidecarName, "job": "kong-metrics-sidecar",
-				},
-			}},
-		}},
-	}
-	yml, err := yaml.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	prom, err := harness.StartPrometheus(ctx, dir, string(yml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.started(prom.Process)
-	w.step("Prometheus up at %s, scraping every %s with honor_labels %v", prom.URL, ep.Interval, ep.HonorLabels)
-	return prom
+		ip = p.Status.PodIP
+		return ip != "" && p.Spec.NodeName != "", fmt.Sprintf("node %q, phase %s, podIP %q", p.Spec.NodeName, p.Status.Phase, ip)
+	})
+	return ip
 }
 
 // shippedAdapterConfig is prometheus-adapter's --config as the shipped
@@ -456,21 +455,22 @@ func shippedAdapterConfig(t *testing.T) []byte {
 	return cfg
 }
 
-func step3Scrape(ctx context.Context, t *testing.T, w *world, prom *harness.Prometheus) {
+func step3Scrape(ctx context.Context, t *testing.T, w *world, prom *harness.Prometheus, kongPod string) {
 	t.Helper()
 	cfg, err := adapter.ParseConfig(shippedAdapterConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	seriesQuery := cfg.Rules[0].SeriesQuery
-	w.waitFor(ctx, 90*time.Second, "the rule's seriesQuery finds the sidecar's command series with the ServiceMonitor's target labels", func() (bool, string) {
+	w.waitFor(ctx, 90*time.Second, "the rule's seriesQuery finds the sidecar's command series with the target labels Prometheus Operator's relabelings set", func() (bool, string) {
 		series, err := prom.Series(ctx, seriesQuery)
 		if err != nil {
 			return false, err.Error()
 		}
 		for _, s := range series {
 			if s["exported_service"] == "command" && s["exported_namespace"] == "kong" &&
-				s["namespace"] == "kong" && s["service"] == "kong-metrics-sidecar" && s["job"] == "kong-metrics-sidecar" {
+				s["namespace"] == "kong" && s["service"] == "kong-metrics-sidecar" && s["job"] == "kong-metrics-sidecar" &&
+				s["pod"] == kongPod && s["endpoint"] == "sidecar-metrics" {
 				samples, err := prom.Query(ctx, `sum(kong_upstream_latency_ms_count{exported_service="command"})`)
 				if err != nil || len(samples) == 0 || samples[0].Value == 0 {
 					return false, fmt.Sprintf("series found, no counted requests yet (%v)", err)
@@ -480,7 +480,7 @@ func step3Scrape(ctx context.Context, t *testing.T, w *world, prom *harness.Prom
 		}
 		return false, fmt.Sprintf("%d series match", len(series))
 	})
-	w.step("step 3 passed: Prometheus scrapes the sidecar; the rule's seriesQuery finds kong/command")
+	w.step("step 3 passed: Prometheus finds the sidecar through Kubernetes service discovery and scrapes it; the rule's seriesQuery finds kong/command")
 }
 
 // startAdapter runs the custom-metrics adapter with prometheus-adapter's

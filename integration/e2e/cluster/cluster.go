@@ -210,7 +210,9 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		"--use-service-account-credentials=false",
 		// serviceaccount: the API server refuses pods until their
 		// namespace's default ServiceAccount exists.
-		"--controllers=deployment-controller,replicaset-controller,horizontal-pod-autoscaler-controller,serviceaccount-controller,garbage-collector-controller",
+		// endpoints and endpointslice: service discovery finds the pods
+		// behind a Service through them, as Prometheus does.
+		"--controllers=deployment-controller,replicaset-controller,horizontal-pod-autoscaler-controller,serviceaccount-controller,garbage-collector-controller,endpoints-controller,endpointslice-controller",
 		"--horizontal-pod-autoscaler-sync-period=" + sync.String(),
 		"--concurrent-deployment-syncs=5",
 		"--profiling=false",

@@ -1,6 +1,7 @@
-// Package fakekubelet does, for a cluster without nodes, the two things of
-// a kubelet that the end-to-end test depends on: pods become Running and
-// Ready, and a ConfigMap volume follows the ConfigMap.
+// Package fakekubelet does, for a cluster without a kubelet, the things of
+// a kubelet that the end-to-end test depends on: a Node, pods bound to it
+// becoming Running and Ready with an address each, and a ConfigMap volume
+// following the ConfigMap.
 package fakekubelet
 
 import (
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
@@ -21,10 +23,27 @@ import (
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kubelet"
 )
 
-// RunPods marks every pod in namespace matching the label selector Running
-// and Ready as it appears, by patching pods/status (no Node, no binding),
-// until ctx ends. It returns once its informer has synced.
-func RunPods(ctx context.Context, client kubernetes.Interface, namespace, selector string, logger *slog.Logger) error {
+// NodeName is the Node that RunPods registers and binds its pods to. The
+// EndpointSlice controller leaves out the pods of a Node it cannot find.
+const NodeName = "e2e-node"
+
+// PodIP gives a pod its address; RunPods calls it once for each pod.
+type PodIP func(pod *corev1.Pod) (string, error)
+
+// RunPods registers Node NodeName and, as every pod in namespace matching
+// the label selector appears, binds it to that Node (pods/binding, as the
+// scheduler does) and marks it Running and Ready with the address podIP
+// gives it (127.0.0.1 when podIP is nil), by patching pods/status, until
+// ctx ends. It returns once its informer has synced.
+func RunPods(ctx context.Context, client kubernetes.Interface, namespace, selector string, podIP PodIP, logger *slog.Logger) error {
+	if podIP == nil {
+		podIP = func(*corev1.Pod) (string, error) { return "127.0.0.1", nil }
+	}
+	if err := ensureNode(ctx, client); err != nil {
+		return err
+	}
+	// The informer calls handlers one at a time: no lock.
+	ips := map[types.UID]string{}
 	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
 	inf := f.Core().V1().Pods().Informer()
@@ -33,8 +52,17 @@ func RunPods(ctx context.Context, client kubernetes.Interface, namespace, select
 		if !ok || pod.DeletionTimestamp != nil || ready(pod) {
 			return
 		}
-		if err := markReady(ctx, client, pod); err != nil && ctx.Err() == nil {
-			logger.Warn("Marking pod ready failed", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		ip, ok := ips[pod.UID]
+		if !ok {
+			var err error
+			if ip, err = podIP(pod); err != nil {
+				logger.Warn("No address for pod", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+				return
+			}
+			ips[pod.UID] = ip
+		}
+		if err := run(ctx, client, pod, ip); err != nil && ctx.Err() == nil {
+			logger.Warn("Running pod failed", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 		}
 	}
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -62,12 +90,34 @@ func ready(pod *corev1.Pod) bool {
 	return false
 }
 
-func markReady(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod) error {
+// ensureNode registers Node NodeName, unless it exists.
+func ensureNode(ctx context.Context, client kubernetes.Interface) error {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: NodeName}}
+	if _, err := client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("registering node %s: %w", NodeName, err)
+	}
+	return nil
+}
+
+// run binds pod to Node NodeName unless it is bound, and marks it Running
+// and Ready with address ip.
+func run(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, ip string) error {
+	if pod.Spec.NodeName == "" {
+		b := &corev1.Binding{
+			ObjectMeta: metav1.ObjectMeta{Name: pod.Name, UID: pod.UID},
+			Target:     corev1.ObjectReference{Kind: "Node", Name: NodeName},
+		}
+		if err := client.CoreV1().Pods(pod.Namespace).Bind(ctx, b, metav1.CreateOptions{}); err != nil && !apierrors.IsConflict(err) {
+			return fmt.Errorf("binding to node %s: %w", NodeName, err)
+		}
+	}
 	now := metav1.NewTime(time.Now())
 	status := map[string]any{
 		"phase":     corev1.PodRunning,
 		"startTime": now,
-		"podIP":     "127.0.0.1",
+		"hostIP":    "127.0.0.1",
+		"podIP":     ip,
+		"podIPs":    []corev1.PodIP{{IP: ip}},
 		"conditions": []corev1.PodCondition{
 			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
 			{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
