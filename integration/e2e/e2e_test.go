@@ -141,10 +141,11 @@ func TestTutorial(t *testing.T) {
 
 	// --- Step 3: the data plane, the sidecar and Prometheus.
 	dp := startDataPlane(ctx, t, w, c, own, kongPod, sidecarPort, filepath.Join(dir, "volume"), logger)
-	prom := startMonitoring(ctx, t, w, c, third["E2E_PROMETHEUS_BIN"], filepath.Join(dir, "prometheus"))
+	prom, pc := startMonitoring(ctx, t, w, c, third["E2E_PROMETHEUS_BIN"], filepath.Join(dir, "prometheus"))
 	tr := startTraffic(ctx, dp.proxyURL, "0.1")
 	t.Cleanup(func() { _, _ = tr.stop() }) // the traffic steps check it; this only ends it
 	step3Scrape(ctx, t, w, prom, kongPod.Name)
+	stepHonorLabels(ctx, t, w, c, prom, pc, kongPod.Name)
 
 	// --- Step 4: the custom metric.
 	startAdapter(t, w, c, adapterBin, adapterAddr, prom.URL, filepath.Join(dir, "adapter"))

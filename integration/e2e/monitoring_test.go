@@ -19,6 +19,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
@@ -172,7 +173,7 @@ func jobNames(cfg []byte) []string {
 // startMonitoring waits for the operator to write the configuration of
 // the Prometheus resource, runs Prometheus 3 with it and keeps it in step
 // with the Secret until the test ends.
-func startMonitoring(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, bin, dir string) *harness.Prometheus {
+func startMonitoring(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, bin, dir string) (*harness.Prometheus, *promConfig) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -247,7 +248,69 @@ func startMonitoring(ctx context.Context, t *testing.T, w *world, c *cluster.Clu
 		t.Logf("config reloads after the Secret changed: %d; last error: %v", pc.reloads, pc.err)
 	})
 	w.step("Prometheus up at %s with the operator's configuration, reloaded when the Secret changes", prom.URL)
-	return prom
+	return prom, pc
+}
+
+// reloaded is how many times the configuration was reloaded after a
+// change of the Secret, and the last error.
+func (pc *promConfig) reloaded() (int, error) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.reloads, pc.err
+}
+
+// loadedConfig is the configuration Prometheus runs now
+// (GET /api/v1/status/config).
+func loadedConfig(ctx context.Context, promURL string) (string, error) {
+	body, err := harness.Get(ctx, promURL+"/api/v1/status/config")
+	if err != nil {
+		return "", err
+	}
+	var resp struct {
+		Data struct{ YAML string }
+	}
+	if err := yaml.Unmarshal(body, &resp); err != nil {
+		return "", fmt.Errorf("decoding /api/v1/status/config: %w", err)
+	}
+	return resp.Data.YAML, nil
+}
+
+// stepHonorLabels sets the ServiceMonitor's honorLabels to true and back
+// to false, and waits each time for the operator to rewrite its Secret and
+// for Prometheus to run the new configuration after a reload, and for the
+// rule's seriesQuery to find the command series in a scrape made with it.
+func stepHonorLabels(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, prom *harness.Prometheus, pc *promConfig, kongPod string) {
+	t.Helper()
+	const smPath = "/apis/monitoring.coreos.com/v1/namespaces/kong/servicemonitors/kong-metrics-sidecar"
+	for _, honor := range []bool{true, false} {
+		before, _ := pc.reloaded()
+		patch := fmt.Sprintf(`[{"op":"replace","path":"/spec/endpoints/0/honorLabels","value":%v}]`, honor)
+		if _, err := c.Client.Discovery().RESTClient().Patch(types.JSONPatchType).AbsPath(smPath).Body([]byte(patch)).DoRaw(ctx); err != nil {
+			t.Fatalf("patching the ServiceMonitor's honorLabels to %v: %v", honor, err)
+		}
+		changed := time.Now()
+		// Prometheus prints honor_labels only when true.
+		w.waitFor(ctx, 60*time.Second, fmt.Sprintf("Prometheus reloaded with honor_labels %v from the operator's Secret", honor), func() (bool, string) {
+			n, rerr := pc.reloaded()
+			cfg, err := loadedConfig(ctx, prom.URL)
+			if err != nil {
+				return false, err.Error()
+			}
+			has := strings.Contains(cfg, "honor_labels: true")
+			return n > before && has == honor, fmt.Sprintf("%d reloads (last error %v); loaded configuration has honor_labels true: %v", n, rerr, has)
+		})
+		reloaded := time.Since(changed).Round(100 * time.Millisecond)
+		// A scrape after the reload: the sample's timestamp is newer.
+		w.waitFor(ctx, 60*time.Second, "a scrape with the reloaded configuration", func() (bool, string) {
+			samples, err := prom.Query(ctx, fmt.Sprintf(`time() - timestamp(up{job="kong-metrics-sidecar",pod=%q}) < %f`, kongPod, time.Since(changed).Seconds()))
+			if err != nil {
+				return false, err.Error()
+			}
+			return len(samples) == 1, fmt.Sprintf("%d fresh up samples", len(samples))
+		})
+		step3Scrape(ctx, t, w, prom, kongPod)
+		w.step("step 3b: ServiceMonitor honorLabels %v: operator rewrote the Secret, Prometheus reloaded %s after the change, and its next scrape gives the rule the same series", honor, reloaded)
+	}
 }
 
 // follow renders and reloads the configuration if the Secret changed.
