@@ -146,6 +146,7 @@ func TestTutorial(t *testing.T) {
 	t.Cleanup(func() { _, _ = tr.stop() }) // the traffic steps check it; this only ends it
 	step3Scrape(ctx, t, w, prom, kongPod.Name)
 	stepHonorLabels(ctx, t, w, c, prom, pc, kongPod.Name)
+	stepPodMonitor(ctx, t, w, c, ap, prom, pc, kongPod.Name)
 
 	// --- Step 4: the custom metric.
 	startAdapter(t, w, c, adapterBin, adapterAddr, prom.URL, filepath.Join(dir, "adapter"))

@@ -19,9 +19,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/adapter"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/fakekubelet"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
@@ -311,6 +313,72 @@ func stepHonorLabels(ctx context.Context, t *testing.T, w *world, c *cluster.Clu
 		step3Scrape(ctx, t, w, prom, kongPod)
 		w.step("step 3b: ServiceMonitor honorLabels %v: operator rewrote the Secret, Prometheus reloaded %s after the change, and its next scrape gives the rule the same series", honor, reloaded)
 	}
+}
+
+// stepPodMonitor applies the shipped PodMonitor beside the ServiceMonitor,
+// waits for the operator's job to be loaded after a reload and for its
+// scrape of the sidecar to give the rule's seriesQuery the command series
+// with the labels the PodMonitor's relabelings set, then deletes it again
+// (the docs say to use one monitor, not both) and waits for its job to go.
+func stepPodMonitor(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, ap *applier, prom *harness.Prometheus, pc *promConfig, kongPod string) {
+	t.Helper()
+	const (
+		job   = "kong/kong-metrics-sidecar" // the PodMonitor's namespace/name
+		pmJob = "podMonitor/kong/kong-metrics-sidecar/0"
+		pmAPI = "/apis/monitoring.coreos.com/v1/namespaces/kong/podmonitors/kong-metrics-sidecar"
+	)
+	data, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "manifests", "monitoring", "podmonitor", "podmonitor.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pm unstructured.Unstructured
+	if err := yaml.Unmarshal(data, &pm.Object); err != nil {
+		t.Fatalf("decoding the shipped PodMonitor: %v", err)
+	}
+	waitJob := func(want bool, before int) {
+		w.waitFor(ctx, 60*time.Second, fmt.Sprintf("Prometheus reloaded, job %s loaded: %v, the ServiceMonitor's job still there", pmJob, want), func() (bool, string) {
+			n, rerr := pc.reloaded()
+			cfg, err := loadedConfig(ctx, prom.URL)
+			if err != nil {
+				return false, err.Error()
+			}
+			has := strings.Contains(cfg, "job_name: "+pmJob)
+			sm := strings.Contains(cfg, "job_name: serviceMonitor/kong/kong-metrics-sidecar/0")
+			return n > before && has == want && sm, fmt.Sprintf("%d reloads (last error %v); job loaded: %v; the ServiceMonitor's: %v", n, rerr, has, sm)
+		})
+	}
+	before, _ := pc.reloaded()
+	if err := ap.apply(ctx, &pm); err != nil {
+		t.Fatal(err)
+	}
+	applied := time.Now()
+	waitJob(true, before)
+	reloaded := time.Since(applied).Round(100 * time.Millisecond)
+	cfg, err := adapter.ParseConfig(shippedAdapterConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := w.waitFor(ctx, 60*time.Second, "the rule's seriesQuery finds the command series the PodMonitor's job scrapes", func() (bool, string) {
+		series, err := prom.Series(ctx, cfg.Rules[0].SeriesQuery)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, s := range series {
+			if s["job"] == job && s["exported_service"] == "command" && s["exported_namespace"] == "kong" &&
+				s["namespace"] == "kong" && s["pod"] == kongPod && s["container"] == sidecarName && s["endpoint"] == "sidecar-metrics" {
+				return true, fmt.Sprint(s)
+			}
+		}
+		return false, fmt.Sprintf("%d series match, none of job %s", len(series), job)
+	})
+	w.step("step 3c: the shipped PodMonitor: the operator added job %s, Prometheus reloaded %s after the apply; the rule finds %s", pmJob, reloaded, obs)
+
+	before, _ = pc.reloaded()
+	if err := c.Client.Discovery().RESTClient().Delete().AbsPath(pmAPI).Do(ctx).Error(); err != nil {
+		t.Fatalf("deleting the PodMonitor: %v", err)
+	}
+	waitJob(false, before)
+	w.step("step 3c passed: PodMonitor deleted, its job gone from Prometheus after a reload; the ServiceMonitor's stays")
 }
 
 // follow renders and reloads the configuration if the Secret changed.
