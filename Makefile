@@ -19,7 +19,7 @@ FUZZTIME ?= 10s
 # keep heavy dependencies out of it, and the three that build third-party
 # servers for the tests (scripts/build-test-bins.sh).
 OWN_MODULES := . manifests/test charts/test integration/e2e
-BIN_MODULES := integration/e2e/bins/etcd integration/e2e/bins/kubernetes integration/e2e/bins/prometheus integration/e2e/bins/prometheus-operator
+BIN_MODULES := integration/e2e/bins/etcd integration/e2e/bins/kubernetes integration/e2e/bins/prometheus integration/e2e/bins/prometheus-operator integration/e2e/bins/keda
 
 # Where the project caches what it builds for its tests.
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kong-metrics-sidecar

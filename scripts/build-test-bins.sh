@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the third-party servers the tests run (etcd, kube-apiserver,
-# kube-controller-manager, Prometheus 3, Prometheus Operator) from the Go
+# kube-controller-manager, Prometheus 3, Prometheus Operator, KEDA) from the Go
 # modules under integration/e2e/bins, into a cache outside the work tree:
 #
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/kong-metrics-sidecar/e2e-bin/<module>-<key>/
@@ -13,7 +13,7 @@
 #   eval "$(scripts/build-test-bins.sh prometheus)"  # E2E_PROMETHEUS_BIN only
 #
 # Arguments name the modules to build (etcd, kubernetes, prometheus,
-# prometheus-operator); none means all. Build output goes to stderr. Needs Go and the module proxy, no
+# prometheus-operator, keda); none means all. Build output goes to stderr. Needs Go and the module proxy, no
 # root. Safe to run concurrently (flock).
 set -euo pipefail
 
@@ -80,3 +80,10 @@ build prometheus remove_all_sd,enable_kubernetes_sd E2E_PROMETHEUS_BIN=github.co
 # Prometheus Operator: the test runs it against the API server to turn the
 # shipped ServiceMonitor into Prometheus's configuration.
 build prometheus-operator "" E2E_PROMETHEUS_OPERATOR_BIN=github.com/prometheus-operator/prometheus-operator/cmd/operator
+# KEDA: the test runs its operator and its metrics API server against the
+# API server to scale the tutorial's Deployment from the sidecar's series
+# through KEDA's Prometheus scaler. By far the longest build here (KEDA
+# links every scaler's SDK).
+build keda "" \
+	E2E_KEDA_OPERATOR_BIN=github.com/kedacore/keda/v2/cmd/operator \
+	E2E_KEDA_ADAPTER_BIN=github.com/kedacore/keda/v2/cmd/adapter
