@@ -53,6 +53,9 @@ var goTypes = map[schema.GroupVersionKind]func() any{
 	kongPluginGVK:           func() any { return new(kongPlugin) },
 	dataPlaneGVK:            func() any { return new(dataPlane) },
 	gatewayConfigurationGVK: func() any { return new(gatewayConfiguration) },
+	// KEDA's, checked against its CRDs' schemas (keda_test.go).
+	scaledObjectGVK:          func() any { return new(kedaObject) },
+	triggerAuthenticationGVK: func() any { return new(kedaObject) },
 }
 
 // decodeObject decodes a document strictly into the Go type of its
