@@ -1,0 +1,264 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	emv1beta1 "k8s.io/metrics/pkg/apis/external_metrics/v1beta1"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/fakekubelet"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+)
+
+// The KEDA scenario (issue 15): the tutorial's setup with
+// manifests/examples/keda's ScaledObject in place of the tutorial's HPA,
+// and the real KEDA operator and metrics API server, from the module
+// integration/e2e/bins/keda builds, as local processes against the API
+// server.
+const (
+	kedaModule    = "github.com/kedacore/keda/v2"
+	kedaNamespace = "keda"
+	// Both KEDA processes run as KEDA's ServiceAccount: config/rbac and
+	// config/metrics-server bind their roles to it.
+	kedaUser     = "system:serviceaccount:keda:keda-operator"
+	kedaHPA      = "keda-hpa-command"
+	scaledObject = "command"
+)
+
+var scaledObjectResource = schema.GroupVersionResource{Group: "keda.sh", Version: "v1alpha1", Resource: "scaledobjects"}
+
+func TestKEDA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the end-to-end test starts a control plane; not in -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
+	defer cancel()
+	modules := []string{"etcd", "kubernetes", "prometheus", "prometheus-operator", "keda"}
+	if !inNetns() {
+		runInNetns(ctx, t, modules...)
+		return
+	}
+	if err := setUpNetns(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld(t)
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	dir := t.TempDir()
+
+	third, err := harness.ThirdPartyBinaries(ctx, modules...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crds, err := operatorCRDFiles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kedaDir, err := kedaModuleDir(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := harness.Binaries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.step("binaries ready (KEDA %s from %s)", third["E2E_KEDA_OPERATOR_BIN"], kedaDir)
+
+	c, err := cluster.Start(ctx, cluster.Options{
+		Dir: filepath.Join(dir, "cluster"),
+		Bins: cluster.Binaries{
+			Etcd:              third["E2E_ETCD_BIN"],
+			APIServer:         third["E2E_KUBE_APISERVER_BIN"],
+			ControllerManager: third["E2E_KUBE_CONTROLLER_MANAGER_BIN"],
+		},
+		HPASyncPeriod: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range c.Processes() {
+		w.started(p)
+	}
+	w.step("control plane ready at %s", c.URL)
+	kctx, kstop := context.WithCancel(ctx)
+	t.Cleanup(kstop)
+
+	// The tutorial's objects as TestTutorial applies them, without the
+	// tutorial's HPA and prometheus-adapter's APIServices: no adapter runs.
+	injectorAddr := freeAddr(t)
+	all, err := kustomizeBuild(filepath.Join(dir, "kustomize"), runtimeValues{caPEM: c.CA.CertPEM, injectorPort: port(t, injectorAddr), adapterPort: port(t, freeAddr(t)), operatorCRDs: crds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tutorialHPA, err := find(all, "HorizontalPodAutoscaler", "command")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objs []*unstructured.Unstructured
+	for _, o := range all {
+		if (o.GetKind() == "HorizontalPodAutoscaler" && o.GetName() == "command") || o.GetKind() == "APIService" {
+			continue
+		}
+		objs = append(objs, o)
+	}
+	if len(objs) != len(all)-3 {
+		t.Fatalf("the tutorial's build should hold one HPA command and two APIServices (custom.metrics.k8s.io v1beta1, v1beta2); dropped %d objects", len(all)-len(objs))
+	}
+	sidecarPort := sidecarTargetPort(t, objs)
+	addrs := podAddresses(sidecarPort)
+	for _, sel := range []string{"app=command", "app=kong"} {
+		if err := fakekubelet.RunPods(kctx, c.Client, "kong", sel, addrs, logger); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startInjector(t, w, c, objs, own["kong-metrics-injector"], injectorAddr, filepath.Join(dir, "injector"))
+	ap, err := newApplier(c.Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := ap.applyAll(ctx, objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.step("applied the tutorial's %d objects without its HPA (%s)", n, kinds(objs))
+	startOperator(t, w, c, third["E2E_PROMETHEUS_OPERATOR_BIN"], filepath.Join(dir, "operator"))
+	kongPod := kongPodWithSidecar(ctx, t, w, c)
+	dp := startDataPlane(ctx, t, w, c, own, kongPod, sidecarPort, filepath.Join(dir, "volume"), logger)
+	prom, _ := startMonitoring(ctx, t, w, c, third["E2E_PROMETHEUS_BIN"], filepath.Join(dir, "prometheus"))
+	tr := startTraffic(ctx, dp.proxyURL, "0.1")
+	t.Cleanup(func() { _, _ = tr.stop() })
+
+	// --- KEDA: its CRDs, RBAC and APIService from its module, the
+	// example's ScaledObject pointed at the test's Prometheus.
+	adapterAddr := freeAddr(t)
+	kobjs, err := kedaBuild(filepath.Join(dir, "keda-kustomize"), kedaDir, c.CA.CertPEM, port(t, adapterAddr), prom.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	so, err := find(kobjs, "ScaledObject", scaledObject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trig, _, _ := unstructured.NestedSlice(so.Object, "spec", "triggers")
+	var query string
+	if len(trig) == 1 {
+		query, _, _ = unstructured.NestedString(trig[0].(map[string]any), "metadata", "query")
+	}
+	if query == "" {
+		t.Fatalf("the example's ScaledObject has no prometheus query: %v", trig)
+	}
+	// The example's query on the test's Prometheus: one sample, ~100 ms.
+	obs := w.waitFor(ctx, 120*time.Second, "the ScaledObject's query returns one sample of 100 ms ± 10%", func() (bool, string) {
+		s, err := prom.Query(ctx, query)
+		if err != nil {
+			return false, err.Error()
+		}
+		if len(s) != 1 {
+			return false, fmt.Sprintf("%d samples", len(s))
+		}
+		return s[0].Value >= 90 && s[0].Value <= 110, fmt.Sprintf("%v = %.1f", s[0].Metric, s[0].Value)
+	})
+	w.step("the example's query on Prometheus: %s", obs)
+
+	n, err = ap.applyAll(ctx, kobjs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.step("applied KEDA's config (CRDs, RBAC, APIService) from its module and the example's ScaledObject: %d objects (%s)", n, kinds(kobjs))
+	grpcAddr := freeAddr(t)
+	startKEDAOperator(t, w, c, third["E2E_KEDA_OPERATOR_BIN"], grpcAddr, filepath.Join(dir, "keda-operator"))
+	startKEDAAdapter(t, w, c, third["E2E_KEDA_ADAPTER_BIN"], adapterAddr, grpcAddr, filepath.Join(dir, "keda-adapter"))
+
+	// --- Step 1: the ScaledObject is Ready and KEDA's HPA appears.
+	hpa := kedaStep1(ctx, t, w, c, ap, typedHPA(t, tutorialHPA))
+	ext := hpa.Spec.Metrics[0].External
+	sel, err := metav1.LabelSelectorAsSelector(ext.Metric.Selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricPath := "/apis/external.metrics.k8s.io/v1beta1/namespaces/kong/" + ext.Metric.Name
+	metric := func() (*emv1beta1.ExternalMetricValueList, int, error) {
+		return externalMetric(ctx, c, metricPath, sel.String())
+	}
+
+	// --- Step 2: at sleep 0.1, 100 ms and up to 10 replicas.
+	obs = w.waitFor(ctx, 120*time.Second, "GET "+metricPath+"?labelSelector="+sel.String()+" = 100 ms ± 10%", func() (bool, string) {
+		list, code, err := metric()
+		if err != nil {
+			return false, fmt.Sprintf("HTTP %d: %v", code, err)
+		}
+		if len(list.Items) != 1 {
+			return false, fmt.Sprintf("%d items", len(list.Items))
+		}
+		mv := list.Items[0].Value.MilliValue()
+		return mv >= 90_000 && mv <= 110_000, "value " + list.Items[0].Value.String()
+	})
+	w.step("step 2a passed: external metric %s for ScaledObject command: %s", ext.Metric.Name, obs)
+	obs = kedaScale(ctx, t, w, c, 10, "above target", 150*time.Second)
+	sizes := rescaleSizes(t, kedaRescales(ctx, t, c))
+	for i := 1; i < len(sizes); i++ {
+		if sizes[i] <= sizes[i-1] {
+			t.Fatalf("SuccessfulRescale sizes on the way up are not strictly increasing: %v", sizes)
+		}
+	}
+	if len(sizes) == 0 || sizes[len(sizes)-1] != 10 {
+		t.Fatalf("SuccessfulRescale sizes %v, want them to end at exactly 10", sizes)
+	}
+	w.step("step 2b passed: KEDA's HPA scaled command up through sizes %v: %s", sizes, obs)
+
+	// --- Step 3: at sleep 0, back to 1.
+	ok, err := tr.stop()
+	t.Logf("traffic at sleep 0.1: %d requests, error %v", ok, err)
+	tr = startTraffic(ctx, dp.proxyURL, "0")
+	obs = kedaScale(ctx, t, w, c, 1, "All metrics below target", 180*time.Second)
+	w.step("step 3 passed: at sleep 0 KEDA's HPA scaled command back to 1: %s", obs)
+
+	// --- Step 4: traffic stopped: 0, and nothing moves.
+	ok, err = tr.stop()
+	t.Logf("traffic at sleep 0: %d requests, error %v", ok, err)
+	before := len(kedaRescales(ctx, t, c))
+	warnings := warningEvents(ctx, t, c)
+	stopped := time.Now()
+	obs = w.waitFor(ctx, 150*time.Second, "with traffic stopped, the external metric reads 0 and command stays at 1", func() (bool, string) {
+		list, code, err := metric()
+		if spec, _, rerr := replicas(ctx, c); rerr == nil && spec != 1 {
+			t.Fatalf("with traffic stopped command went to %d replicas", spec)
+		}
+		if err != nil {
+			return false, fmt.Sprintf("HTTP %d: %v", code, err)
+		}
+		if len(list.Items) != 1 {
+			return false, fmt.Sprintf("%d items", len(list.Items))
+		}
+		return list.Items[0].Value.IsZero(), "value " + list.Items[0].Value.String()
+	})
+	zeroAfter := time.Since(stopped).Round(time.Second)
+	// Hold: a few HPA syncs and a KEDA polling interval at 0.
+	for end := time.Now().Add(35 * time.Second); time.Now().Before(end); time.Sleep(2 * time.Second) {
+		list, code, err := metric()
+		if err != nil || len(list.Items) != 1 || !list.Items[0].Value.IsZero() {
+			t.Fatalf("with traffic stopped the external metric left 0: HTTP %d %v %v", code, err, list)
+		}
+		if spec, _, err := replicas(ctx, c); err != nil || spec != 1 {
+			t.Fatalf("with traffic stopped command has %d replicas (%v)", spec, err)
+		}
+	}
+	if after := len(kedaRescales(ctx, t, c)); after != before {
+		t.Fatalf("with traffic stopped the HPA rescaled: %d SuccessfulRescale events, %d before", after, before)
+	}
+	if added := newWarnings(warnings, warningEvents(ctx, t, c)); len(added) > 0 {
+		t.Fatalf("with traffic stopped: warning events %v", added)
+	}
+	w.step("step 4 passed: traffic stopped: external metric 0 after %s (%s); command stayed at 1 for 35s more, no rescale, no warning event", zeroAfter, obs)
+
+	// --- Step 5: the extension no longer selects command.
+	kedaStep5(ctx, t, w, c, dp, prom, query, metric)
+}
