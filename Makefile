@@ -16,7 +16,7 @@ BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 FUZZTIME ?= 10s
 
 # The modules of the repository: the main one, the three test modules that
-# keep heavy dependencies out of it, and the three that build third-party
+# keep heavy dependencies out of it, and those that build third-party
 # servers for the tests (scripts/build-test-bins.sh).
 OWN_MODULES := . manifests/test charts/test integration/e2e
 BIN_MODULES := integration/e2e/bins/etcd integration/e2e/bins/kubernetes integration/e2e/bins/prometheus integration/e2e/bins/prometheus-operator integration/e2e/bins/keda
