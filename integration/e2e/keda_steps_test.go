@@ -2,10 +2,15 @@ package e2e_test
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,10 +59,10 @@ func kedaModuleDir(ctx context.Context) (string, error) {
 // kedaBuild builds, as `kustomize build` would, KEDA's own config from its
 // module (namespace, CRDs, RBAC, ServiceAccount, and the metrics server's
 // Service, RBAC and APIService without its Deployment) and
-// manifests/examples/keda, with what only the run knows: the metrics
-// server's Service is an ExternalName to localhost on its port, the
-// APIService trusts the test's CA, and the trigger asks the test's
-// Prometheus.
+// manifests/examples/keda with its bearer-auth Component, as the
+// example's kustomization offers it, with what only the run knows: the
+// metrics server's Service is an ExternalName to localhost on its port,
+// the APIService trusts the test's CA, and the trigger asks promURL.
 func kedaBuild(dir, kedaDir string, caPEM []byte, adapterPort int, promURL string) ([]*unstructured.Unstructured, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -77,12 +83,18 @@ func kedaBuild(dir, kedaDir string, caPEM []byte, adapterPort int, promURL strin
 		}
 		resources.WriteString("- " + rel + "\n")
 	}
+	component, err := filepath.Rel(dir, filepath.Join(harness.RepoRoot(), "manifests", "examples", "keda", "bearer-auth"))
+	if err != nil {
+		return nil, err
+	}
 	ca := base64.StdEncoding.EncodeToString(caPEM)
 	p := strconv.Itoa(adapterPort)
 	k := `apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-` + resources.String() + `patches:
+` + resources.String() + `components:
+- ` + component + `
+patches:
 - patch: |-
     $patch: delete
     apiVersion: apps/v1
@@ -561,4 +573,47 @@ func sameBehavior(got, want *autoscalingv2.HorizontalPodAutoscalerBehavior) erro
 		}
 	}
 	return nil
+}
+
+// bearerProxy stands for an authenticating proxy in front of Prometheus:
+// it forwards a request only with "Authorization: Bearer <token>" and
+// counts what it forwarded and what it refused.
+type bearerProxy struct {
+	URL                string
+	mu                 sync.Mutex
+	forwarded, refused int
+}
+
+func startBearerProxy(t *testing.T, target, token string) *bearerProxy {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &bearerProxy{}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		ok := subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) == 1
+		p.mu.Lock()
+		if ok {
+			p.forwarded++
+		} else {
+			p.refused++
+		}
+		p.mu.Unlock()
+		if !ok {
+			http.Error(rw, "bearer token required", http.StatusUnauthorized)
+			return
+		}
+		rp.ServeHTTP(rw, r)
+	}))
+	t.Cleanup(srv.Close)
+	p.URL = srv.URL
+	return p
+}
+
+func (p *bearerProxy) counts() (forwarded, refused int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.forwarded, p.refused
 }

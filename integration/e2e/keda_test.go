@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -19,11 +21,12 @@ import (
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 )
 
-// The KEDA scenario (issue 15): the tutorial's setup with
-// manifests/examples/keda's ScaledObject in place of the tutorial's HPA,
-// and the real KEDA operator and metrics API server, from the module
-// integration/e2e/bins/keda builds, as local processes against the API
-// server.
+// The KEDA scenario (issue 15, docs/keda.md): the tutorial's setup with
+// manifests/examples/keda's ScaledObject (with its bearer-auth Component)
+// in place of the tutorial's HPA, and the real KEDA operator and metrics
+// API server, from the module integration/e2e/bins/keda builds, as local
+// processes against the API server; KEDA queries Prometheus through a
+// proxy that wants the bearer token of the example's Secret.
 const (
 	kedaModule    = "github.com/kedacore/keda/v2"
 	kedaNamespace = "keda"
@@ -138,8 +141,18 @@ func TestKEDA(t *testing.T) {
 
 	// --- KEDA: its CRDs, RBAC and APIService from its module, the
 	// example's ScaledObject pointed at the test's Prometheus.
+	// KEDA reaches Prometheus through a proxy that wants a bearer token,
+	// with the example's bearer-auth Component and the Secret it names.
+	token := rand.Text()
+	proxy := startBearerProxy(t, prom.URL, token)
+	if _, err := c.Client.CoreV1().Secrets("kong").Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "keda-prometheus"},
+		StringData: map[string]string{"bearerToken": token},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	adapterAddr := freeAddr(t)
-	kobjs, err := kedaBuild(filepath.Join(dir, "keda-kustomize"), kedaDir, c.CA.CertPEM, port(t, adapterAddr), prom.URL)
+	kobjs, err := kedaBuild(filepath.Join(dir, "keda-kustomize"), kedaDir, c.CA.CertPEM, port(t, adapterAddr), proxy.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +192,9 @@ func TestKEDA(t *testing.T) {
 
 	// --- Step 1: the ScaledObject is Ready and KEDA's HPA appears.
 	hpa := kedaStep1(ctx, t, w, c, ap, typedHPA(t, tutorialHPA))
+	if _, err := harness.Get(ctx, proxy.URL+"/api/v1/query?query=up"); err == nil {
+		t.Fatal("the bearer proxy forwarded a query without the token")
+	}
 	ext := hpa.Spec.Metrics[0].External
 	sel, err := metav1.LabelSelectorAsSelector(ext.Metric.Selector)
 	if err != nil {
@@ -201,7 +217,11 @@ func TestKEDA(t *testing.T) {
 		mv := list.Items[0].Value.MilliValue()
 		return mv >= 90_000 && mv <= 110_000, "value " + list.Items[0].Value.String()
 	})
-	w.step("step 2a passed: external metric %s for ScaledObject command: %s", ext.Metric.Name, obs)
+	fwd, refused := proxy.counts()
+	if fwd == 0 || refused != 1 {
+		t.Fatalf("bearer proxy: %d queries forwarded, %d refused; want KEDA's forwarded and only the test's own tokenless one refused", fwd, refused)
+	}
+	w.step("step 2a passed: external metric %s for ScaledObject command: %s (KEDA's %d queries carried the TriggerAuthentication's bearer token; a query without it was refused)", ext.Metric.Name, obs, fwd)
 	obs = kedaScale(ctx, t, w, c, 10, "above target", 150*time.Second)
 	sizes := rescaleSizes(t, kedaRescales(ctx, t, c))
 	for i := 1; i < len(sizes); i++ {
