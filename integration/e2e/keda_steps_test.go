@@ -371,6 +371,16 @@ func kedaRescales(ctx context.Context, t *testing.T, c *cluster.Cluster) []corev
 	return evs
 }
 
+// rescaleCount is how many rescales evs record: the recorder counts a
+// repeated message up in one event instead of making another.
+func rescaleCount(evs []corev1.Event) int {
+	n := 0
+	for _, e := range evs {
+		n += max(int(e.Count), 1)
+	}
+	return n
+}
+
 var newSize = regexp.MustCompile(`New size: (\d+);`)
 
 // rescaleSizes are the sizes of SuccessfulRescale events.
@@ -438,15 +448,16 @@ func newWarnings(before, after map[string]corev1.Event) []string {
 }
 
 // kedaStep5 makes the sidecar's extension stop selecting command, as
-// TestTutorial's step 6 does, and asserts what follows: the query returns
-// nothing; with ignoreNullValues "false" KEDA's scaler fails instead of
+// TestTutorial's step 6 does, while command runs want replicas under load,
+// and asserts what follows: the query returns nothing; command keeps its
+// replicas throughout; with ignoreNullValues "false" KEDA's scaler fails instead of
 // reading 0, the external metrics API answers with an error, the HPA reports
 // FailedGetExternalMetric (condition and warning event) and keeps command's
 // replicas, and the ScaledObject turns Ready=False (TriggerError) with a
 // KEDAScalerFailed warning event.
-func kedaStep5(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, dp *dataPlane, prom *harness.Prometheus, query string, metric func() (*emv1beta1.ExternalMetricValueList, int, error)) {
+func kedaStep5(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, dp *dataPlane, prom *harness.Prometheus, query string, metric func() (*emv1beta1.ExternalMetricValueList, int, error), want int32) {
 	t.Helper()
-	before := len(kedaRescales(ctx, t, c))
+	before := rescaleCount(kedaRescales(ctx, t, c))
 	warnings := warningEvents(ctx, t, c)
 	cms := c.Client.CoreV1().ConfigMaps("kong")
 	cm, err := cms.Get(ctx, "kong-metrics-sidecar", metav1.GetOptions{})
@@ -470,6 +481,9 @@ func kedaStep5(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, 
 	})
 	w.step("step 5: extension no longer selects command; the sidecar stopped exporting it after %s", time.Since(updatedAt).Round(time.Second))
 	w.waitFor(ctx, 150*time.Second, "the ScaledObject's query returns nothing", func() (bool, string) {
+		if spec, _, err := replicas(ctx, c); err == nil && spec != want {
+			t.Fatalf("while the series went away command went from %d to %d replicas", want, spec)
+		}
 		s, err := prom.Query(ctx, query)
 		if err != nil {
 			return false, err.Error()
@@ -481,8 +495,8 @@ func kedaStep5(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, 
 
 	var metricErr, hpaCond, soCond string
 	obs := w.waitFor(ctx, 120*time.Second, "KEDA and the HPA report the lost series", func() (bool, string) {
-		if spec, _, err := replicas(ctx, c); err == nil && spec != 1 {
-			t.Fatalf("with the series gone command went to %d replicas", spec)
+		if spec, _, err := replicas(ctx, c); err == nil && spec != want {
+			t.Fatalf("with the series gone command went from %d to %d replicas", want, spec)
 		}
 		list, code, err := metric()
 		if err == nil {
@@ -522,14 +536,14 @@ func kedaStep5(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, 
 			t.Fatalf("no warning %s; new warnings: %v", want, added)
 		}
 	}
-	if after := len(kedaRescales(ctx, t, c)); after != before {
+	if after := rescaleCount(kedaRescales(ctx, t, c)); after != before {
 		t.Fatalf("with the series gone the HPA rescaled: %d SuccessfulRescale events, %d before", after, before)
 	}
-	if spec, _, err := replicas(ctx, c); err != nil || spec != 1 {
-		t.Fatalf("with the series gone command has %d replicas (%v)", spec, err)
+	if spec, _, err := replicas(ctx, c); err != nil || spec != want {
+		t.Fatalf("with the series gone command has %d replicas, want the %d it had (%v)", spec, want, err)
 	}
 	t.Logf("warning events after the series went: %v", added)
-	w.step("step 5 passed: series gone: %s; command kept 1 replica, no rescale; new warnings %v", obs, reasons)
+	w.step("step 5 passed: series gone: %s; command kept its %d replicas, no rescale; new warnings %v", obs, want, reasons)
 }
 
 func unstructuredGet(ctx context.Context, c *cluster.Cluster, ns, name string) (*unstructured.Unstructured, error) {

@@ -244,7 +244,7 @@ func TestKEDA(t *testing.T) {
 	// --- Step 4: traffic stopped: 0, and nothing moves.
 	ok, err = tr.stop()
 	t.Logf("traffic at sleep 0: %d requests, error %v", ok, err)
-	before := len(kedaRescales(ctx, t, c))
+	before := rescaleCount(kedaRescales(ctx, t, c))
 	warnings := warningEvents(ctx, t, c)
 	stopped := time.Now()
 	obs = w.waitFor(ctx, 150*time.Second, "with traffic stopped, the external metric reads 0 and command stays at 1", func() (bool, string) {
@@ -271,7 +271,7 @@ func TestKEDA(t *testing.T) {
 			t.Fatalf("with traffic stopped command has %d replicas (%v)", spec, err)
 		}
 	}
-	if after := len(kedaRescales(ctx, t, c)); after != before {
+	if after := rescaleCount(kedaRescales(ctx, t, c)); after != before {
 		t.Fatalf("with traffic stopped the HPA rescaled: %d SuccessfulRescale events, %d before", after, before)
 	}
 	if added := newWarnings(warnings, warningEvents(ctx, t, c)); len(added) > 0 {
@@ -279,6 +279,10 @@ func TestKEDA(t *testing.T) {
 	}
 	w.step("step 4 passed: traffic stopped: external metric 0 after %s (%s); command stayed at 1 for 35s more, no rescale, no warning event", zeroAfter, obs)
 
-	// --- Step 5: the extension no longer selects command.
-	kedaStep5(ctx, t, w, c, dp, prom, query, metric)
+	// --- Step 5: the extension no longer selects command, under load, so
+	// that keeping the replicas and scaling to the minimum differ.
+	tr = startTraffic(ctx, dp.proxyURL, "0.1")
+	obs = kedaScale(ctx, t, w, c, 10, "above target", 150*time.Second)
+	w.step("step 5: traffic at sleep 0.1 again: %s", obs)
+	kedaStep5(ctx, t, w, c, dp, prom, query, metric, 10)
 }

@@ -297,9 +297,9 @@ func TestKEDAExample(t *testing.T) {
 	}
 	num, den = strings.Join(strings.Fields(num), " "), strings.Join(strings.Fields(den), " ")
 	q := strings.Join(strings.Fields(query), " ")
-	wantQuery := num + " / (" + den + " > 0) or " + den + " * 0"
+	wantQuery := "( " + num + " / (" + den + " > 0) or " + den + " * 0 ) and on () count(kong_upstream_latency_ms_count{" + matchers + "})"
 	if q != wantQuery {
-		t.Errorf("query:\n%s\nwant the adapter rule's quotient for kong/command, 0 without traffic:\n%s", q, wantQuery)
+		t.Errorf("query:\n%s\nwant the adapter rule's quotient for kong/command, 0 without traffic, nothing without the series:\n%s", q, wantQuery)
 	}
 }
 
