@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
@@ -232,7 +233,7 @@ podMonitor:
 		// The sidecar's resources and default status port reach the
 		// injector's settings; a value left out keeps its default.
 		name:   "sidecar-settings",
-		values: "sidecar:\n  resources:\n    requests:\n      cpu: 0.25\n      memory: 64Mi\n    limits:\n      memory: 1Gi\n  statusPort: 8200\n",
+		values: "sidecar:\n  resources:\n    requests:\n      cpu: 0.25\n      memory: 64Mi\n    limits:\n      memory: 1Gi\n  statusPort: 8200\n  minFetchInterval: 14s\n",
 		check: func(t *testing.T, r rendering) {
 			s := injectorOf(t, r).settings
 			got := [4]string{s.SidecarCPURequest, s.SidecarMemoryRequest, s.SidecarMemoryLimit, strconv.Itoa(int(s.DefaultStatusPort))}
@@ -240,7 +241,7 @@ podMonitor:
 				t.Errorf("sidecar cpu request, memory request, memory limit, status port %q, want %q", got, want)
 			}
 			c := s.Config("test")
-			if c.SidecarCPURequest.String() != "250m" || c.SidecarMemoryLimit.String() != "1Gi" || c.StatusPort != 8200 {
+			if c.SidecarCPURequest.String() != "250m" || c.SidecarMemoryLimit.String() != "1Gi" || c.StatusPort != 8200 || c.MinFetchInterval != 14*time.Second {
 				t.Errorf("Mutate's config %+v", c)
 			}
 		},
