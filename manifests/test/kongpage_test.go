@@ -13,7 +13,7 @@ const kongPagePath = "/metrics/kong"
 
 // TestKongPagePodMonitor: the PodMonitor for Kong's page scrapes the same
 // pods and port as the sidecar's own, at the same interval, keeping Kong's
-// labels (honorLabels), under a job of its own.
+// labels (honorLabels), under the job kong-page.
 func TestKongPagePodMonitor(t *testing.T) {
 	objs := render(t, "monitoring/kong-page/podmonitor")
 	monitors := all[monitoringv1.PodMonitor](objs)
@@ -40,6 +40,9 @@ func TestKongPagePodMonitor(t *testing.T) {
 	}
 	if ep.Interval != theirs.Interval {
 		t.Errorf("interval %s, the sidecar's PodMonitor's %s: want the same, so that one fetch answers both", ep.Interval, theirs.Interval)
+	}
+	if job := relabeledJob(ep.RelabelConfigs); job != kongPageJob {
+		t.Errorf("job %q from the relabelings %+v, want %s", job, ep.RelabelConfigs, kongPageJob)
 	}
 	checkKongPageNotes(t, "monitoring/kong-page/podmonitor/podmonitor.yaml")
 }
@@ -79,16 +82,25 @@ func TestKongPageServiceMonitor(t *testing.T) {
 	}
 	// The Prometheus Operator makes the Service's name the job of both
 	// monitors; a relabeling sets this one apart.
-	var job string
-	for _, r := range ep.RelabelConfigs {
+	if job := relabeledJob(ep.RelabelConfigs); job != kongPageJob || job == svc.Name {
+		t.Errorf("job %q from the relabelings %+v, want %s, not the Service's name %s", job, ep.RelabelConfigs, kongPageJob, svc.Name)
+	}
+	checkKongPageNotes(t, "monitoring/kong-page/servicemonitor/servicemonitor.yaml")
+}
+
+// kongPageJob is the job both monitors of Kong's page give their targets,
+// which docs/kong-dashboard.md's queries match.
+const kongPageJob = "kong-page"
+
+// relabeledJob is the job that relabelings set to a constant, or "".
+func relabeledJob(rs []monitoringv1.RelabelConfig) string {
+	job := ""
+	for _, r := range rs {
 		if r.TargetLabel == "job" && len(r.SourceLabels) == 0 && (r.Action == "" || strings.EqualFold(r.Action, "replace")) && r.Replacement != nil {
 			job = *r.Replacement
 		}
 	}
-	if job == "" || job == svc.Name {
-		t.Errorf("job %q from the relabelings %+v, want a job other than the Service's name %s", job, ep.RelabelConfigs, svc.Name)
-	}
-	checkKongPageNotes(t, "monitoring/kong-page/servicemonitor/servicemonitor.yaml")
+	return job
 }
 
 // checkKongPageNotes: the file says why honorLabels is true and why Kong's
