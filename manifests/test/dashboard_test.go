@@ -251,7 +251,7 @@ const (
 // All; a query that errors, stays empty or lacks a legend's label fails.
 func TestDashboardQueriesOnPrometheus(t *testing.T) {
 	d := loadDashboard(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*queryDeadline+2*time.Minute)
 	defer cancel()
 	stack, err := dashboard.StartStack(ctx, t.TempDir(), scrapeInterval)
 	if err != nil {

@@ -188,6 +188,9 @@ func drawRow(c draw.Canvas, title string) {
 	c.FillText(sty, vg.Point{X: c.Min.X, Y: c.Min.Y + (c.Max.Y-c.Min.Y)/4}, title)
 }
 
+// unitLabels name Grafana's units on the y axis.
+var unitLabels = map[string]string{"ms": "ms", "s": "s", "reqps": "req/s", "Bps": "bytes/s", "short": ""}
+
 // panelPlot runs the panel's queries over [start, end] and draws their
 // series with their legends.
 func panelPlot(ctx context.Context, d *dashboard.Dashboard, prom dashboard.Prometheus, p dashboard.Panel,
@@ -198,7 +201,7 @@ func panelPlot(ctx context.Context, d *dashboard.Dashboard, prom dashboard.Prome
 	pl.X.Tick.Marker = plot.TimeTicks{Format: "15:04:05"}
 	pl.X.Tick.Label.Font.Size = vg.Points(8)
 	pl.Y.Tick.Label.Font.Size = vg.Points(8)
-	pl.Y.Label.Text = p.Unit
+	pl.Y.Label.Text = unitLabels[p.Unit]
 	pl.Y.Label.TextStyle.Font.Size = vg.Points(8)
 	pl.Y.Min = 0
 	pl.Legend.Top = true
