@@ -100,8 +100,9 @@ func Load(path string) (*Dashboard, error) {
 // Parse decodes a dashboard's JSON strictly with grafana-foundation-sdk: an
 // unknown field, a missing required field or a wrong type anywhere (panel
 // options and field config by their plugin's types, targets as Prometheus
-// queries) is an error. Every target must be a Prometheus query on a data
-// source, and every panel and target must use the same data source.
+// queries) is an error. Every panel, target and query variable must use
+// the data source variable (DataSourceUID), and every panel must have a
+// query.
 func Parse(data []byte) (*Dashboard, error) {
 	registerPlugins()
 	// The dashboard as Grafana's JSON model (schemaVersion, templating,
@@ -121,7 +122,7 @@ func Parse(data []byte) (*Dashboard, error) {
 		Panels []json.RawMessage `json:"panels"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("decoding the panels: %w", err)
 	}
 	out := &Dashboard{Title: deref(d.Title), UID: deref(d.Uid)}
 	var errs []error
