@@ -40,6 +40,12 @@ extension:
         latency: true
 `
 
+// The Grafana dashboard: the file manifests/dashboards ships, the one
+// source of the chart's copy, and its key in the ConfigMaps.
+var dashboardFile = filepath.Join("..", "..", "manifests", "dashboards", "kong-metrics-sidecar.json")
+
+const dashboardKey = "kong-metrics-sidecar.json"
+
 // renderCase is one set of values the chart is rendered with; its
 // rendering must match testdata/<name>.yaml.
 type renderCase struct {
@@ -243,6 +249,24 @@ podMonitor:
 			c := s.Config("test")
 			if c.SidecarCPURequest.String() != "250m" || c.SidecarMemoryLimit.String() != "1Gi" || c.StatusPort != 8200 || c.MinFetchInterval != 14*time.Second {
 				t.Errorf("Mutate's config %+v", c)
+			}
+		},
+	},
+	{
+		// The Grafana dashboard as a ConfigMap for Grafana's dashboard
+		// sidecar, carrying manifests/dashboards' file byte for byte.
+		name:   "dashboard",
+		values: "dashboard:\n  enabled: true\n  namespace: prometheus\n  annotations:\n    grafana_folder: Kong\n",
+		check: func(t *testing.T, r rendering) {
+			cm := find[corev1.ConfigMap](t, r.objs, "prometheus", "kong-metrics-sidecar-dashboard")
+			if cm.Labels["grafana_dashboard"] != "1" || cm.Annotations["grafana_folder"] != "Kong" {
+				t.Errorf("ConfigMap labels %v annotations %v, want grafana_dashboard: \"1\" and grafana_folder: Kong", cm.Labels, cm.Annotations)
+			}
+			if len(cm.Data) != 1 || cm.Data[dashboardKey] != readFile(t, dashboardFile) {
+				t.Errorf("ConfigMap data keys %d; %s is not %s byte for byte", len(cm.Data), dashboardKey, dashboardFile)
+			}
+			if len(all[corev1.ConfigMap](r.objs)) != 1 {
+				t.Error("more ConfigMaps than the dashboard's")
 			}
 		},
 	},
@@ -467,6 +491,9 @@ func injectorOf(t *testing.T, r rendering) injector {
 func checkInvariants(t *testing.T, r rendering) {
 	t.Helper()
 	for _, cm := range all[corev1.ConfigMap](r.objs) {
+		if _, ok := cm.Data[dashboardKey]; ok {
+			continue // the Grafana dashboard's
+		}
 		if _, err := config.ParseExtension([]byte(cm.Data["config.yaml"])); err != nil {
 			t.Errorf("ConfigMap %s/%s: config.yaml: %v", cm.Namespace, cm.Name, err)
 		}
