@@ -41,7 +41,7 @@ const (
 	// (Config.SidecarMemoryLimit).
 	AnnotationMemoryLimit = "kong-metrics-sidecar.io/memory-limit"
 	// AnnotationMinFetchInterval sets the sidecar's
-	// SIDECAR_MIN_FETCH_INTERVAL, a Go duration such as 14s; it wins over
+	// SIDECAR_MIN_FETCH_INTERVAL, a Go duration such as 12s; it wins over
 	// Config.MinFetchInterval.
 	AnnotationMinFetchInterval = "kong-metrics-sidecar.io/min-fetch-interval"
 	// AnnotationInjected is set on injected pods to the injector's version.

@@ -31,7 +31,7 @@ type Settings struct {
 	SidecarCPURequest       string        `env:"SIDECAR_CPU_REQUEST" envDefault:"10m" help:"the sidecar's CPU request, when a pod has no kong-metrics-sidecar.io/cpu-request annotation"`
 	SidecarMemoryRequest    string        `env:"SIDECAR_MEMORY_REQUEST" envDefault:"32Mi" help:"the sidecar's memory request, when a pod has no kong-metrics-sidecar.io/memory-request annotation"`
 	SidecarMemoryLimit      string        `env:"SIDECAR_MEMORY_LIMIT" envDefault:"128Mi" help:"the sidecar's memory limit, when a pod has no kong-metrics-sidecar.io/memory-limit annotation"`
-	SidecarMinFetchInterval time.Duration `env:"SIDECAR_MIN_FETCH_INTERVAL" envDefault:"0s" help:"the sidecar's SIDECAR_MIN_FETCH_INTERVAL, when a pod has no kong-metrics-sidecar.io/min-fetch-interval annotation; 0s leaves it unset (every scrape fetches Kong); just under the scrape interval when several scrapers (an HA Prometheus pair, the /metrics/kong monitor) share one Kong"`
+	SidecarMinFetchInterval time.Duration `env:"SIDECAR_MIN_FETCH_INTERVAL" envDefault:"0s" help:"the sidecar's SIDECAR_MIN_FETCH_INTERVAL, when a pod has no kong-metrics-sidecar.io/min-fetch-interval annotation; 0s leaves it unset (every scrape fetches Kong); below the scrape interval and above half of it (12s for 15s) when several scrapers (an HA Prometheus pair, the /metrics/kong monitor) share one Kong"`
 	DefaultStatusPort       Port          `env:"DEFAULT_STATUS_PORT" envDefault:"8100" help:"Kong's status port, when neither a pod's kong-metrics-sidecar.io/status-port annotation nor Kong's container (KONG_STATUS_LISTEN, a port named status or metrics) names one"`
 	envconfig.LogSettings
 }

@@ -83,7 +83,7 @@ func minFetchInterval(cfg Config, annotations map[string]string) (time.Duration,
 	d, err := time.ParseDuration(v)
 	switch {
 	case err != nil:
-		return 0, fmt.Errorf("annotation %s=%s is not a duration such as 14s", AnnotationMinFetchInterval, clip(v))
+		return 0, fmt.Errorf("annotation %s=%s is not a duration such as 12s", AnnotationMinFetchInterval, clip(v))
 	case d < 0:
 		return 0, fmt.Errorf("annotation %s=%s must not be negative", AnnotationMinFetchInterval, clip(v))
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -36,8 +37,9 @@ type kongPod struct {
 	sidecarURL string // the sidecar, on the pod's address and the Service's port
 	statsURL   string // the simulator's own counters (kong-simulator -stats-listen)
 	simArgs    []string
-	volume     string      // the sidecar's ConfigMap volume
-	projected  chan string // ConfigMap resourceVersions written into volume
+	injected   map[string]string // the injected sidecar's environment, as stored
+	volume     string            // the sidecar's ConfigMap volume
+	projected  chan string       // ConfigMap resourceVersions written into volume
 
 	mu      sync.Mutex // Protects sim.
 	sim     *harness.Process
@@ -78,13 +80,9 @@ type dataPlanes struct {
 	sidecarPort string
 	dir         string
 	logger      *slog.Logger
-	// env is added to the injected sidecar's environment: what the test
-	// sets that the injector has no setting for.
-	env map[string]string
-
-	mu   sync.Mutex // Protects pods and err.
-	pods map[string]*kongPod
-	err  error // the last failure to run or stop a pod
+	mu          sync.Mutex // Protects pods and err.
+	pods        map[string]*kongPod
+	err         error // the last failure to run or stop a pod
 }
 
 // runDataPlanes starts following the Kong Deployment's pods until the test
@@ -295,6 +293,7 @@ func (dp *dataPlanes) start(ctx context.Context, pod *corev1.Pod) (*kongPod, err
 			env[e.Name] = e.Value
 		}
 	}
+	k.injected = maps.Clone(env)
 	cfgFile := env["SIDECAR_CONFIG_FILE"]
 	if !strings.HasPrefix(cfgFile, mountPath+"/") {
 		return nil, fmt.Errorf("SIDECAR_CONFIG_FILE %q is not in the ConfigMap mount %s", cfgFile, mountPath)
@@ -326,9 +325,6 @@ func (dp *dataPlanes) start(ctx context.Context, pod *corev1.Pod) (*kongPod, err
 	env["SIDECAR_CONFIG_FILE"] = filepath.Join(k.volume, strings.TrimPrefix(cfgFile, mountPath+"/"))
 	env["SIDECAR_CONFIG_POLL_INTERVAL"] = "10m"
 	env["SIDECAR_LOG_FORMAT"] = "text"
-	for name, v := range dp.env {
-		env[name] = v
-	}
 	var list []string
 	for name, v := range env {
 		list = append(list, name+"="+v)

@@ -50,7 +50,9 @@ const (
 	// minFetchInterval is SIDECAR_MIN_FETCH_INTERVAL as the README
 	// recommends it for the shipped ServiceMonitor's 15s: a few seconds
 	// less than the scrape interval, so that however many Prometheus
-	// replicas scrape a sidecar, Kong is fetched once per interval.
+	// replicas scrape a sidecar, Kong is fetched once per interval. The
+	// overlay sets it on the injector (INJECTOR_SIDECAR_MIN_FETCH_INTERVAL),
+	// which puts it in every injected sidecar.
 	minFetchInterval = 12 * time.Second
 )
 
@@ -160,8 +162,7 @@ func TestTutorial(t *testing.T) {
 	startInjector(t, w, c, objs, own["kong-metrics-injector"], injectorAddr, filepath.Join(dir, "injector"))
 
 	// --- Step 3: the data planes, the sidecars and Prometheus.
-	dp := &dataPlanes{w: w, c: c, own: own, sidecarPort: sidecarPort, dir: filepath.Join(dir, "pods"), logger: logger,
-		env: map[string]string{"SIDECAR_MIN_FETCH_INTERVAL": minFetchInterval.String()}}
+	dp := &dataPlanes{w: w, c: c, own: own, sidecarPort: sidecarPort, dir: filepath.Join(dir, "pods"), logger: logger}
 	runDataPlanes(ctx, t, dp)
 	pods := podNames(dp.waitRunning(ctx, kongReplicas, 60*time.Second))
 	if !slices.Equal(pods, kongPods) {

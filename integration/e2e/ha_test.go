@@ -62,6 +62,11 @@ func stepHA(ctx context.Context, t *testing.T, w *world, objs []*unstructured.Un
 		}
 	}
 	pods := dp.running()
+	for _, k := range pods {
+		if got := k.injected["SIDECAR_MIN_FETCH_INTERVAL"]; got != minFetchInterval.String() {
+			t.Fatalf("pod %s: the injected sidecar has SIDECAR_MIN_FETCH_INTERVAL=%q, want the injector's INJECTOR_SIDECAR_MIN_FETCH_INTERVAL %s", k.name, got, minFetchInterval)
+		}
+	}
 	w.waitFor(ctx, 60*time.Second, "every Prometheus has every sidecar's target up", func() (bool, string) {
 		done := true
 		var obs []string
