@@ -35,8 +35,13 @@ type hpaEvent struct {
 
 // hpaEvents lists the events of HPA kong/command, oldest first.
 func hpaEvents(ctx context.Context, c *cluster.Cluster) ([]hpaEvent, error) {
+	return hpaEventsOf(ctx, c, "command")
+}
+
+// hpaEventsOf lists the events of HPA kong/name, oldest first.
+func hpaEventsOf(ctx context.Context, c *cluster.Cluster, name string) ([]hpaEvent, error) {
 	list, err := c.Client.CoreV1().Events("kong").List(ctx, metav1.ListOptions{
-		FieldSelector: "involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name=command",
+		FieldSelector: "involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name=" + name,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listing the HPA's events: %w", err)

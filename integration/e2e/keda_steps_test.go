@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -246,29 +245,6 @@ func startKEDAAdapter(t *testing.T, w *world, c *cluster.Cluster, bin, addr, grp
 	w.step("keda-metrics-apiserver ready on %s", addr)
 }
 
-// kongPodWithSidecar waits for the Kong Deployment's pod, which the
-// injector gives the sidecar.
-func kongPodWithSidecar(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster) *corev1.Pod {
-	t.Helper()
-	var pod *corev1.Pod
-	obs := w.waitFor(ctx, 60*time.Second, "Kong Deployment's pod with the sidecar", func() (bool, string) {
-		list, err := c.Client.CoreV1().Pods("kong").List(ctx, metav1.ListOptions{LabelSelector: "app=kong"})
-		if err != nil {
-			return false, err.Error()
-		}
-		if len(list.Items) == 0 {
-			return false, "no pod yet"
-		}
-		pod = &list.Items[0]
-		if sc, _ := sidecarOf(pod); sc == nil {
-			t.Fatalf("pod %s was stored without the sidecar: %s", pod.Name, podSummary(pod))
-		}
-		return true, podSummary(pod)
-	})
-	w.step("Kong pod %s", obs)
-	return pod
-}
-
 // condition returns status and reason of a condition in an unstructured
 // object's status.conditions.
 func condition(o *unstructured.Unstructured, typ string) (status, reason, message string) {
@@ -351,71 +327,35 @@ func externalMetric(ctx context.Context, c *cluster.Cluster, path, selector stri
 	return &list, code, nil
 }
 
-// kedaRescales returns the SuccessfulRescale events of KEDA's HPA, oldest
-// first.
-func kedaRescales(ctx context.Context, t *testing.T, c *cluster.Cluster) []corev1.Event {
+// kedaEvents lists the events of KEDA's HPA, oldest first.
+func kedaEvents(ctx context.Context, t *testing.T, c *cluster.Cluster) []hpaEvent {
 	t.Helper()
-	list, err := c.Client.CoreV1().Events("kong").List(ctx, metav1.ListOptions{
-		FieldSelector: "involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name=" + kedaHPA + ",reason=SuccessfulRescale",
-	})
+	events, err := hpaEventsOf(ctx, c, kedaHPA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	evs := list.Items
-	sort.SliceStable(evs, func(i, j int) bool {
-		if !evs[i].FirstTimestamp.Equal(&evs[j].FirstTimestamp) {
-			return evs[i].FirstTimestamp.Before(&evs[j].FirstTimestamp)
-		}
-		return evs[i].Name < evs[j].Name // the recorder names an event by its creation time
-	})
-	return evs
-}
-
-// rescaleCount is how many rescales evs record: the recorder counts a
-// repeated message up in one event instead of making another.
-func rescaleCount(evs []corev1.Event) int {
-	n := 0
-	for _, e := range evs {
-		n += max(int(e.Count), 1)
-	}
-	return n
-}
-
-var newSize = regexp.MustCompile(`New size: (\d+);`)
-
-// rescaleSizes are the sizes of SuccessfulRescale events.
-func rescaleSizes(t *testing.T, evs []corev1.Event) []int {
-	t.Helper()
-	var sizes []int
-	for _, e := range evs {
-		m := newSize.FindStringSubmatch(e.Message)
-		if m == nil {
-			t.Fatalf("SuccessfulRescale without a new size: %q", e.Message)
-		}
-		n, _ := strconv.Atoi(m[1])
-		sizes = append(sizes, n)
-	}
-	return sizes
+	return events
 }
 
 // kedaScale waits until command has want ready replicas and KEDA's HPA has
-// a SuccessfulRescale event whose message contains reason.
-func kedaScale(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, want int32, reason string, timeout time.Duration) string {
+// sent, since base, a SuccessfulRescale whose message contains reason (a
+// new event, or one the recorder counted up).
+func kedaScale(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, base eventCounts, want int32, reason string, timeout time.Duration) string {
 	t.Helper()
-	return w.waitFor(ctx, timeout, fmt.Sprintf("command scaled to %d with a SuccessfulRescale %q", want, reason), func() (bool, string) {
+	return w.waitFor(ctx, timeout, fmt.Sprintf("command scaled to %d with a new SuccessfulRescale %q", want, reason), func() (bool, string) {
 		spec, ready, err := replicas(ctx, c)
 		if err != nil {
 			return false, err.Error()
 		}
-		evs := kedaRescales(ctx, t, c)
+		evs := base.since(kedaEvents(ctx, t, c), reasonRescale)
 		found, last := false, ""
 		for _, e := range evs {
-			if strings.Contains(e.Message, reason) {
+			if strings.Contains(e.message, reason) {
 				found = true
 			}
-			last = e.Message
+			last = e.message
 		}
-		return spec == want && ready == want && found, fmt.Sprintf("replicas %d (ready %d); %d rescale events, last %q", spec, ready, len(evs), last)
+		return spec == want && ready == want && found, fmt.Sprintf("replicas %d (ready %d); %d new rescale events, last %q", spec, ready, len(evs), last)
 	})
 }
 
@@ -455,9 +395,9 @@ func newWarnings(before, after map[string]corev1.Event) []string {
 // FailedGetExternalMetric (condition and warning event) and keeps command's
 // replicas, and the ScaledObject turns Ready=False (TriggerError) with a
 // KEDAScalerFailed warning event.
-func kedaStep5(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, dp *dataPlane, prom *harness.Prometheus, query string, metric func() (*emv1beta1.ExternalMetricValueList, int, error), want int32) {
+func kedaStep5(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, dp *dataPlanes, prom *harness.Prometheus, query string, metric func() (*emv1beta1.ExternalMetricValueList, int, error), want int32) {
 	t.Helper()
-	before := rescaleCount(kedaRescales(ctx, t, c))
+	before := snapshot(kedaEvents(ctx, t, c))
 	warnings := warningEvents(ctx, t, c)
 	cms := c.Client.CoreV1().ConfigMaps("kong")
 	cm, err := cms.Get(ctx, "kong-metrics-sidecar", metav1.GetOptions{})
@@ -474,12 +414,19 @@ func kedaStep5(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, 
 		t.Fatal(err)
 	}
 	updatedAt := time.Now()
-	w.waitFor(ctx, 60*time.Second, "the sidecar stops exporting command", func() (bool, string) {
-		body, err := harness.Get(ctx, dp.sidecarURL+"/metrics")
-		has := strings.Contains(string(body), `exported_service="command"`)
-		return err == nil && !has, fmt.Sprintf("exports command: %v (%v)", has, err)
+	w.waitFor(ctx, 60*time.Second, "every sidecar stops exporting command", func() (bool, string) {
+		pods := dp.running()
+		done := len(pods) > 0
+		var obs []string
+		for _, k := range pods {
+			body, err := harness.Get(ctx, k.sidecarURL+"/metrics")
+			has := strings.Contains(string(body), `exported_service="command"`)
+			done = done && err == nil && !has
+			obs = append(obs, fmt.Sprintf("%s exports command: %v (%v)", k.name, has, err))
+		}
+		return done, strings.Join(obs, "; ")
 	})
-	w.step("step 5: extension no longer selects command; the sidecar stopped exporting it after %s", time.Since(updatedAt).Round(time.Second))
+	w.step("step 5: extension no longer selects command; every sidecar stopped exporting it after %s", time.Since(updatedAt).Round(time.Second))
 	w.waitFor(ctx, 150*time.Second, "the ScaledObject's query returns nothing", func() (bool, string) {
 		if spec, _, err := replicas(ctx, c); err == nil && spec != want {
 			t.Fatalf("while the series went away command went from %d to %d replicas", want, spec)
@@ -536,8 +483,8 @@ func kedaStep5(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, 
 			t.Fatalf("no warning %s; new warnings: %v", want, added)
 		}
 	}
-	if after := rescaleCount(kedaRescales(ctx, t, c)); after != before {
-		t.Fatalf("with the series gone the HPA rescaled: %d SuccessfulRescale events, %d before", after, before)
+	if again := before.since(kedaEvents(ctx, t, c), reasonRescale); len(again) > 0 {
+		t.Fatalf("with the series gone the HPA rescaled: %v", again)
 	}
 	if spec, _, err := replicas(ctx, c); err != nil || spec != want {
 		t.Fatalf("with the series gone command has %d replicas, want the %d it had (%v)", spec, want, err)
@@ -630,4 +577,16 @@ func (p *bearerProxy) counts() (forwarded, refused int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.forwarded, p.refused
+}
+
+// setReplicas sets spec.replicas of the built object kind/name.
+func setReplicas(objs []*unstructured.Unstructured, kind, name string, n int64) error {
+	o, err := find(objs, kind, name)
+	if err != nil {
+		return err
+	}
+	if _, found, _ := unstructured.NestedFieldNoCopy(o.Object, "spec", "replicas"); !found {
+		return fmt.Errorf("%s %s has no spec.replicas to set", kind, name)
+	}
+	return unstructured.SetNestedField(o.Object, n, "spec", "replicas")
 }

@@ -35,6 +35,11 @@ const (
 	kedaUser     = "system:serviceaccount:keda:keda-operator"
 	kedaHPA      = "keda-hpa-command"
 	scaledObject = "command"
+	// The scenario runs one Kong pod and one Prometheus, as the tutorial
+	// does: what it is about is KEDA's path from Prometheus to the HPA;
+	// TestTutorial covers three Kong replicas and the HA pair.
+	kedaKongReplicas = 1
+	kedaPromReplicas = 1
 )
 
 var scaledObjectResource = schema.GroupVersionResource{Group: "keda.sh", Version: "v1alpha1", Resource: "scaledobjects"}
@@ -112,6 +117,12 @@ func TestKEDA(t *testing.T) {
 		}
 		objs = append(objs, o)
 	}
+	if err := setReplicas(objs, "Deployment", "kong", kedaKongReplicas); err != nil {
+		t.Fatal(err)
+	}
+	if err := setReplicas(objs, "Prometheus", promName, kedaPromReplicas); err != nil {
+		t.Fatal(err)
+	}
 	if len(objs) != len(all)-3 {
 		t.Fatalf("the tutorial's build should hold one HPA command and two APIServices (custom.metrics.k8s.io v1beta1, v1beta2); dropped %d objects", len(all)-len(objs))
 	}
@@ -131,12 +142,23 @@ func TestKEDA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.step("applied the tutorial's %d objects without its HPA (%s)", n, kinds(objs))
+	w.step("applied the tutorial's %d objects without its HPA, with %d Kong replica and %d Prometheus replica (%s)", n, kedaKongReplicas, kedaPromReplicas, kinds(objs))
 	startOperator(t, w, c, third["E2E_PROMETHEUS_OPERATOR_BIN"], filepath.Join(dir, "operator"))
-	kongPod := kongPodWithSidecar(ctx, t, w, c)
-	dp := startDataPlane(ctx, t, w, c, own, kongPod, sidecarPort, filepath.Join(dir, "volume"), logger)
-	prom, _ := startMonitoring(ctx, t, w, c, third["E2E_PROMETHEUS_BIN"], filepath.Join(dir, "prometheus"))
-	tr := startTraffic(ctx, dp.proxyURL, "0.1")
+	dp := &dataPlanes{w: w, c: c, own: own, sidecarPort: sidecarPort, dir: filepath.Join(dir, "pods"), logger: logger}
+	runDataPlanes(ctx, t, dp)
+	pods := dp.waitRunning(ctx, kedaKongReplicas, 60*time.Second)
+	lb := startServiceProxy(ctx, t, c, "kong", "kong-proxy", "proxy")
+	w.waitFor(ctx, 30*time.Second, "Service kong/kong-proxy has the Kong pod as ready endpoint", func() (bool, string) {
+		eps := lb.endpoints()
+		return len(eps) == kedaKongReplicas, fmt.Sprint(eps)
+	})
+	w.step("data plane up: Kong pod %s with its simulator and sidecar; Service kong/kong-proxy sends requests to %v", podNames(pods), lb.endpoints())
+	proms := startMonitoring(ctx, t, w, c, third["E2E_PROMETHEUS_BIN"], filepath.Join(dir, "prometheus"))
+	if len(proms) != kedaPromReplicas {
+		t.Fatalf("%d Prometheus replicas run, want %d", len(proms), kedaPromReplicas)
+	}
+	prom := &proms[0].Prometheus
+	tr := startTraffic(ctx, lb.URL, "0.1")
 	t.Cleanup(func() { _, _ = tr.stop() })
 
 	// --- KEDA: its CRDs, RBAC and APIService from its module, the
@@ -222,8 +244,15 @@ func TestKEDA(t *testing.T) {
 		t.Fatalf("bearer proxy: %d queries forwarded, %d refused; want KEDA's forwarded and only the test's own tokenless one refused", fwd, refused)
 	}
 	w.step("step 2a passed: external metric %s for ScaledObject command: %s (KEDA's %d queries carried the TriggerAuthentication's bearer token; a query without it was refused)", ext.Metric.Name, obs, fwd)
-	obs = kedaScale(ctx, t, w, c, 10, "above target", 150*time.Second)
-	sizes := rescaleSizes(t, kedaRescales(ctx, t, c))
+	obs = kedaScale(ctx, t, w, c, eventCounts{}, 10, "above target", 150*time.Second)
+	up, err := rescales(kedaEvents(ctx, t, c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := make([]int, len(up))
+	for i, r := range up {
+		sizes[i] = r.size
+	}
 	for i := 1; i < len(sizes); i++ {
 		if sizes[i] <= sizes[i-1] {
 			t.Fatalf("SuccessfulRescale sizes on the way up are not strictly increasing: %v", sizes)
@@ -237,14 +266,14 @@ func TestKEDA(t *testing.T) {
 	// --- Step 3: at sleep 0, back to 1.
 	ok, err := tr.stop()
 	t.Logf("traffic at sleep 0.1: %d requests, error %v", ok, err)
-	tr = startTraffic(ctx, dp.proxyURL, "0")
-	obs = kedaScale(ctx, t, w, c, 1, "All metrics below target", 180*time.Second)
+	tr = startTraffic(ctx, lb.URL, "0")
+	obs = kedaScale(ctx, t, w, c, snapshot(kedaEvents(ctx, t, c)), 1, "All metrics below target", 180*time.Second)
 	w.step("step 3 passed: at sleep 0 KEDA's HPA scaled command back to 1: %s", obs)
 
 	// --- Step 4: traffic stopped: 0, and nothing moves.
 	ok, err = tr.stop()
 	t.Logf("traffic at sleep 0: %d requests, error %v", ok, err)
-	before := rescaleCount(kedaRescales(ctx, t, c))
+	before := snapshot(kedaEvents(ctx, t, c))
 	warnings := warningEvents(ctx, t, c)
 	stopped := time.Now()
 	obs = w.waitFor(ctx, 150*time.Second, "with traffic stopped, the external metric reads 0 and command stays at 1", func() (bool, string) {
@@ -271,8 +300,8 @@ func TestKEDA(t *testing.T) {
 			t.Fatalf("with traffic stopped command has %d replicas (%v)", spec, err)
 		}
 	}
-	if after := rescaleCount(kedaRescales(ctx, t, c)); after != before {
-		t.Fatalf("with traffic stopped the HPA rescaled: %d SuccessfulRescale events, %d before", after, before)
+	if again := before.since(kedaEvents(ctx, t, c), reasonRescale); len(again) > 0 {
+		t.Fatalf("with traffic stopped the HPA rescaled: %v", again)
 	}
 	if added := newWarnings(warnings, warningEvents(ctx, t, c)); len(added) > 0 {
 		t.Fatalf("with traffic stopped: warning events %v", added)
@@ -281,8 +310,8 @@ func TestKEDA(t *testing.T) {
 
 	// --- Step 5: the extension no longer selects command, under load, so
 	// that keeping the replicas and scaling to the minimum differ.
-	tr = startTraffic(ctx, dp.proxyURL, "0.1")
-	obs = kedaScale(ctx, t, w, c, 10, "above target", 150*time.Second)
+	tr = startTraffic(ctx, lb.URL, "0.1")
+	obs = kedaScale(ctx, t, w, c, snapshot(kedaEvents(ctx, t, c)), 10, "above target", 150*time.Second)
 	w.step("step 5: traffic at sleep 0.1 again: %s", obs)
 	kedaStep5(ctx, t, w, c, dp, prom, query, metric, 10)
 }
