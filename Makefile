@@ -25,7 +25,7 @@ BIN_MODULES := integration/e2e/bins/etcd integration/e2e/bins/kubernetes integra
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kong-metrics-sidecar
 
 .PHONY: all build demo test check fmt vet lint lint-bins tidy-check test-unit test-short \
-	fuzz-short fuzz soak bench clean bins prometheus-bin test-manifests test-chart image e2e
+	fuzz-short fuzz soak bench clean bins prometheus-bin test-manifests test-chart image e2e dashboard-png
 
 all: build
 
@@ -147,11 +147,20 @@ clean:
 
 
 # The Kubernetes manifests: kustomize build of every kustomization under
-# manifests/, strict decoding into the Go types, the tutorial's text. A
-# module of its own (manifests/test), so that kustomize, prometheus-operator
-# and cert-manager stay out of go.mod.
-test-manifests:
-	cd manifests/test && $(GO) test -count=1 ./...
+# manifests/, strict decoding into the Go types, the tutorial's text, and
+# the Grafana dashboard (strict decoding with grafana-foundation-sdk, every
+# query on the real Prometheus scraping the sidecar). A module of its own
+# (manifests/test), so that kustomize, prometheus-operator, cert-manager,
+# the Grafana SDK and gonum/plot stay out of go.mod.
+test-manifests: prometheus-bin
+	$(call with-bins,bin/prometheus.env) cd manifests/test && $(GO) test -count=1 -timeout 20m ./...
+
+# The README's picture of the Grafana dashboard, docs/images/dashboard.png:
+# manifests/test/cmd/dashboard-png runs the dashboard's queries on the real
+# Prometheus fed by the simulator and the sidecar (about four minutes of
+# traffic) and draws them with gonum.org/v1/plot. Not part of make test.
+dashboard-png: prometheus-bin
+	$(call with-bins,bin/prometheus.env) cd manifests/test && $(GO) run ./cmd/dashboard-png
 
 # The Helm chart (charts/kong-metrics-sidecar) with the Helm SDK: lint, the
 # renderings decoded strictly against their golden files, the schema, the

@@ -139,6 +139,7 @@ var fixtureResults = map[string]string{
 	"no-kong-container": "invalid", "status-listen-off": "invalid", "status-listen-malformed": "invalid", "status-listen-tls-only": "invalid",
 	"invalid-status-port": "invalid", "invalid-status-port-off": "invalid", "invalid-config": "invalid", "invalid-cpu-request": "invalid",
 	"invalid-memory-request": "invalid", "invalid-memory-limit": "invalid", "invalid-memory-request-over-limit": "invalid",
+	"invalid-min-fetch-interval": "invalid",
 }
 
 func TestFixtureResultsCoverTestdata(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -39,6 +40,10 @@ const (
 	// AnnotationMemoryLimit overrides the sidecar's memory limit
 	// (Config.SidecarMemoryLimit).
 	AnnotationMemoryLimit = "kong-metrics-sidecar.io/memory-limit"
+	// AnnotationMinFetchInterval sets the sidecar's
+	// SIDECAR_MIN_FETCH_INTERVAL, a Go duration such as 12s; it wins over
+	// Config.MinFetchInterval.
+	AnnotationMinFetchInterval = "kong-metrics-sidecar.io/min-fetch-interval"
 	// AnnotationInjected is set on injected pods to the injector's version.
 	AnnotationInjected = "kong-metrics-sidecar.io/injected"
 )
@@ -73,6 +78,10 @@ type Config struct {
 	// nor Kong's container (KONG_STATUS_LISTEN, a port named status or
 	// metrics) names one; 0 means DefaultStatusPort.
 	StatusPort int
+	// MinFetchInterval is the sidecar's SIDECAR_MIN_FETCH_INTERVAL where a
+	// pod has no AnnotationMinFetchInterval; 0 leaves it unset (the
+	// sidecar's default, 0s: every scrape fetches Kong).
+	MinFetchInterval time.Duration
 }
 
 // Outcome is what Mutate decided for a pod.
@@ -134,6 +143,10 @@ func Mutate(pod *corev1.Pod, cfg Config) Result {
 	}
 	resources, resourceProblems := sidecarResources(cfg, pod.Annotations)
 	problems = append(problems, resourceProblems...)
+	interval, err := minFetchInterval(cfg, pod.Annotations)
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
 	target, err := statusTargetOf(pod, cfg.StatusPort)
 	if err != nil {
 		problems = append(problems, err.Error())
@@ -149,7 +162,7 @@ func Mutate(pod *corev1.Pod, cfg Config) Result {
 
 	r := Result{
 		Outcome:      Injected,
-		Patch:        patch(pod, cfg, sidecarContainer(cfg, target, resources), configVolume(configMap)),
+		Patch:        patch(pod, cfg, sidecarContainer(cfg, target, resources, interval), configVolume(configMap)),
 		UpstreamURL:  target.upstreamURL(),
 		UpstreamFrom: target.source,
 	}

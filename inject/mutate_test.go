@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -54,8 +55,8 @@ func TestMutate(t *testing.T) {
 		}, Invalid, []string{`container "exporter" already uses port 9542`}},
 		{"status port is the sidecar's", func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationStatusPort: "9542"} }, Invalid, []string{"status port is 9542"}},
 		{"every problem reported", func(p *corev1.Pod) {
-			p.Annotations = map[string]string{AnnotationConfig: "-", AnnotationCPURequest: "x", AnnotationMemoryLimit: "0", AnnotationStatusPort: "y"}
-		}, Invalid, []string{"config=", "cpu-request=", "memory-limit=", "status-port="}},
+			p.Annotations = map[string]string{AnnotationConfig: "-", AnnotationCPURequest: "x", AnnotationMemoryLimit: "0", AnnotationMinFetchInterval: "-1s", AnnotationStatusPort: "y"}
+		}, Invalid, []string{"config=", "cpu-request=", "memory-limit=", "min-fetch-interval=", "status-port="}},
 		{"long values are clipped", func(p *corev1.Pod) {
 			p.Annotations = map[string]string{AnnotationStatusPort: strings.Repeat("9", 100000)}
 		}, Invalid, []string{`status-port="9999999999999999999999999999999999999999999999999999999999999999"…`}},
@@ -201,6 +202,69 @@ func TestSidecarResources(t *testing.T) {
 // TestSidecarResourcesConfigured checks the injector's settings
 // (Config.Sidecar*) replace the built-in defaults and the annotations
 // still win over them.
+// TestMinFetchInterval checks which SIDECAR_MIN_FETCH_INTERVAL the
+// sidecar gets: the annotation's, else the injector's, else none.
+func TestMinFetchInterval(t *testing.T) {
+	cases := []struct {
+		name        string
+		configured  time.Duration
+		annotations map[string]string
+		env         string // "" when the variable must be absent
+		problem     string
+	}{
+		{"neither", 0, nil, "", ""},
+		{"configured", 14 * time.Second, nil, "14s", ""},
+		{"annotation", 0, map[string]string{AnnotationMinFetchInterval: "9s"}, "9s", ""},
+		{"annotation wins", 14 * time.Second, map[string]string{AnnotationMinFetchInterval: "1m30s"}, "1m30s", ""},
+		{"annotation turns it off", 14 * time.Second, map[string]string{AnnotationMinFetchInterval: "0s"}, "", ""},
+		{"no unit", 0, map[string]string{AnnotationMinFetchInterval: "14"}, "", `min-fetch-interval="14" is not a duration`},
+		{"negative", 0, map[string]string{AnnotationMinFetchInterval: "-5s"}, "", `min-fetch-interval="-5s" must not be negative`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := kongPod()
+			pod.Annotations = tc.annotations
+			cfg := testConfig
+			cfg.MinFetchInterval = tc.configured
+			r := Mutate(pod, cfg)
+			if tc.problem != "" {
+				if r.Outcome != Invalid || len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], tc.problem) {
+					t.Fatalf("outcome %s, warnings %q; want invalid with %q", r.Outcome, r.Warnings, tc.problem)
+				}
+				return
+			}
+			if r.Outcome != Injected {
+				t.Fatalf("outcome %s (%s), want injected", r.Outcome, r.Reason)
+			}
+			c := sidecarOf(t, r)
+			var got []string
+			for _, e := range c.Env {
+				if e.Name == "SIDECAR_MIN_FETCH_INTERVAL" {
+					got = append(got, e.Value)
+				}
+			}
+			switch {
+			case tc.env == "" && len(got) > 0:
+				t.Errorf("SIDECAR_MIN_FETCH_INTERVAL=%q, want it unset", got)
+			case tc.env != "" && (len(got) != 1 || got[0] != tc.env):
+				t.Errorf("SIDECAR_MIN_FETCH_INTERVAL %q, want once %q", got, tc.env)
+			}
+		})
+	}
+}
+
+// sidecarOf is the container r's patch adds.
+func sidecarOf(t *testing.T, r Result) corev1.Container {
+	t.Helper()
+	for _, op := range r.Patch {
+		if c, ok := op.Value.(corev1.Container); ok && c.Name == ContainerName {
+			return c
+		}
+	}
+	t.Fatalf("the patch adds no container %s", ContainerName)
+	return corev1.Container{}
+}
+
 func TestSidecarResourcesConfigured(t *testing.T) {
 	cfg := Config{
 		SidecarCPURequest:    resource.MustParse("25m"),

@@ -6,6 +6,7 @@ import (
 	"net"
 	"regexp"
 	"strconv"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -27,10 +28,11 @@ type Settings struct {
 	DefaultConfigMap string `env:"DEFAULT_CONFIGMAP" envDefault:"kong-metrics-sidecar" help:"ConfigMap holding config.yaml, when a pod has no kong-metrics-sidecar.io/config annotation"`
 	// The sidecar's resources, quantities such as 10m or 32Mi, where a pod
 	// has no annotation for them; there is no CPU limit.
-	SidecarCPURequest    string `env:"SIDECAR_CPU_REQUEST" envDefault:"10m" help:"the sidecar's CPU request, when a pod has no kong-metrics-sidecar.io/cpu-request annotation"`
-	SidecarMemoryRequest string `env:"SIDECAR_MEMORY_REQUEST" envDefault:"32Mi" help:"the sidecar's memory request, when a pod has no kong-metrics-sidecar.io/memory-request annotation"`
-	SidecarMemoryLimit   string `env:"SIDECAR_MEMORY_LIMIT" envDefault:"128Mi" help:"the sidecar's memory limit, when a pod has no kong-metrics-sidecar.io/memory-limit annotation"`
-	DefaultStatusPort    Port   `env:"DEFAULT_STATUS_PORT" envDefault:"8100" help:"Kong's status port, when neither a pod's kong-metrics-sidecar.io/status-port annotation nor Kong's container (KONG_STATUS_LISTEN, a port named status or metrics) names one"`
+	SidecarCPURequest       string        `env:"SIDECAR_CPU_REQUEST" envDefault:"10m" help:"the sidecar's CPU request, when a pod has no kong-metrics-sidecar.io/cpu-request annotation"`
+	SidecarMemoryRequest    string        `env:"SIDECAR_MEMORY_REQUEST" envDefault:"32Mi" help:"the sidecar's memory request, when a pod has no kong-metrics-sidecar.io/memory-request annotation"`
+	SidecarMemoryLimit      string        `env:"SIDECAR_MEMORY_LIMIT" envDefault:"128Mi" help:"the sidecar's memory limit, when a pod has no kong-metrics-sidecar.io/memory-limit annotation"`
+	SidecarMinFetchInterval time.Duration `env:"SIDECAR_MIN_FETCH_INTERVAL" envDefault:"0s" help:"the sidecar's SIDECAR_MIN_FETCH_INTERVAL, when a pod has no kong-metrics-sidecar.io/min-fetch-interval annotation; 0s leaves it unset (every scrape fetches Kong); below the scrape interval and above half of it (12s for 15s) when several scrapers (an HA Prometheus pair, the /metrics/kong monitor) share one Kong"`
+	DefaultStatusPort       Port          `env:"DEFAULT_STATUS_PORT" envDefault:"8100" help:"Kong's status port, when neither a pod's kong-metrics-sidecar.io/status-port annotation nor Kong's container (KONG_STATUS_LISTEN, a port named status or metrics) names one"`
 	envconfig.LogSettings
 }
 
@@ -73,6 +75,9 @@ func LoadSettings(environ []string) (Settings, error) {
 				EnvPrefix, s.SidecarMemoryRequest, EnvPrefix, s.SidecarMemoryLimit))
 		}
 	}
+	if s.SidecarMinFetchInterval < 0 {
+		errs = append(errs, fmt.Errorf("%sSIDECAR_MIN_FETCH_INTERVAL=%s: must not be negative", EnvPrefix, s.SidecarMinFetchInterval))
+	}
 	if s.DefaultStatusPort == SidecarPort {
 		errs = append(errs, fmt.Errorf("%sDEFAULT_STATUS_PORT=%q: the sidecar's own port", EnvPrefix, strconv.Itoa(SidecarPort)))
 	}
@@ -96,6 +101,7 @@ func (s Settings) Config(version string) Config {
 		SidecarMemoryRequest: quantity(s.SidecarMemoryRequest),
 		SidecarMemoryLimit:   quantity(s.SidecarMemoryLimit),
 		StatusPort:           int(s.DefaultStatusPort),
+		MinFetchInterval:     s.SidecarMinFetchInterval,
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
 )
@@ -71,6 +72,8 @@ func TestLoadSettings(t *testing.T) {
 		{"empty resources mean default", []string{image, "INJECTOR_SIDECAR_CPU_REQUEST=", "INJECTOR_DEFAULT_STATUS_PORT="}, nil, func(s Settings) bool {
 			return s.SidecarCPURequest == "10m" && s.DefaultStatusPort == 8100
 		}},
+		{"min fetch interval", []string{image, "INJECTOR_SIDECAR_MIN_FETCH_INTERVAL=14s"}, nil, func(s Settings) bool { return s.SidecarMinFetchInterval == 14*time.Second }},
+		{"min fetch interval default", []string{image}, nil, func(s Settings) bool { return s.SidecarMinFetchInterval == 0 }},
 		{"status port bounds", []string{image, "INJECTOR_DEFAULT_STATUS_PORT=65535"}, nil, func(s Settings) bool { return s.DefaultStatusPort == 65535 }},
 
 		{"missing image", nil, []string{"INJECTOR_SIDECAR_IMAGE: required"}, nil},
@@ -96,6 +99,8 @@ func TestLoadSettings(t *testing.T) {
 			[]string{`INJECTOR_SIDECAR_MEMORY_REQUEST="256Mi" is more than INJECTOR_SIDECAR_MEMORY_LIMIT="128Mi"`}, nil},
 		{"memory limit under the default request", []string{image, "INJECTOR_SIDECAR_MEMORY_LIMIT=16Mi"},
 			[]string{`INJECTOR_SIDECAR_MEMORY_REQUEST="32Mi" is more than INJECTOR_SIDECAR_MEMORY_LIMIT="16Mi"`}, nil},
+		{"min fetch interval negative", []string{image, "INJECTOR_SIDECAR_MIN_FETCH_INTERVAL=-1s"}, []string{`INJECTOR_SIDECAR_MIN_FETCH_INTERVAL=-1s: must not be negative`}, nil},
+		{"min fetch interval without a unit", []string{image, "INJECTOR_SIDECAR_MIN_FETCH_INTERVAL=14"}, []string{`INJECTOR_SIDECAR_MIN_FETCH_INTERVAL`}, nil},
 		{"status port 0", []string{image, "INJECTOR_DEFAULT_STATUS_PORT=0"}, []string{`INJECTOR_DEFAULT_STATUS_PORT="0": not a port number from 1 to 65535`}, nil},
 		{"status port too large", []string{image, "INJECTOR_DEFAULT_STATUS_PORT=65536"}, []string{`INJECTOR_DEFAULT_STATUS_PORT="65536": not a port number`}, nil},
 		{"status port negative", []string{image, "INJECTOR_DEFAULT_STATUS_PORT=-1"}, []string{`INJECTOR_DEFAULT_STATUS_PORT="-1": not a port number`}, nil},
@@ -136,14 +141,15 @@ func TestLoadSettings(t *testing.T) {
 
 func TestSettingsConfig(t *testing.T) {
 	s, err := LoadSettings([]string{"INJECTOR_SIDECAR_IMAGE=kong-metrics-sidecar:dev", "INJECTOR_SIDECAR_MODE=container", "INJECTOR_DEFAULT_CONFIGMAP=metrics",
-		"INJECTOR_SIDECAR_CPU_REQUEST=0.25", "INJECTOR_SIDECAR_MEMORY_REQUEST=64Mi", "INJECTOR_SIDECAR_MEMORY_LIMIT=1Gi", "INJECTOR_DEFAULT_STATUS_PORT=8200"})
+		"INJECTOR_SIDECAR_CPU_REQUEST=0.25", "INJECTOR_SIDECAR_MEMORY_REQUEST=64Mi", "INJECTOR_SIDECAR_MEMORY_LIMIT=1Gi", "INJECTOR_DEFAULT_STATUS_PORT=8200",
+		"INJECTOR_SIDECAR_MIN_FETCH_INTERVAL=14s"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := s.Config("v1.2.3")
-	got := fmt.Sprintf("%s %s %s %s %s %s %s %d", c.Image, c.Mode, c.DefaultConfigMap, c.Version,
-		c.SidecarCPURequest.String(), c.SidecarMemoryRequest.String(), c.SidecarMemoryLimit.String(), c.StatusPort)
-	if want := "kong-metrics-sidecar:dev container metrics v1.2.3 250m 64Mi 1Gi 8200"; got != want {
+	got := fmt.Sprintf("%s %s %s %s %s %s %s %d %s", c.Image, c.Mode, c.DefaultConfigMap, c.Version,
+		c.SidecarCPURequest.String(), c.SidecarMemoryRequest.String(), c.SidecarMemoryLimit.String(), c.StatusPort, c.MinFetchInterval)
+	if want := "kong-metrics-sidecar:dev container metrics v1.2.3 250m 64Mi 1Gi 8200 14s"; got != want {
 		t.Errorf("config %q, want %q", got, want)
 	}
 }

@@ -3,6 +3,7 @@ package inject
 import (
 	"fmt"
 	"path"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -71,8 +72,27 @@ func sidecarResources(cfg Config, annotations map[string]string) (corev1.Resourc
 	return r, problems
 }
 
-// sidecarContainer is the injected container.
-func sidecarContainer(cfg Config, target statusTarget, resources corev1.ResourceRequirements) corev1.Container {
+// minFetchInterval is the sidecar's SIDECAR_MIN_FETCH_INTERVAL:
+// AnnotationMinFetchInterval if the pod has it, else cfg's; 0 means unset.
+// The error names the annotation.
+func minFetchInterval(cfg Config, annotations map[string]string) (time.Duration, error) {
+	v, ok := annotations[AnnotationMinFetchInterval]
+	if !ok {
+		return cfg.MinFetchInterval, nil
+	}
+	d, err := time.ParseDuration(v)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("annotation %s=%s is not a duration such as 12s", AnnotationMinFetchInterval, clip(v))
+	case d < 0:
+		return 0, fmt.Errorf("annotation %s=%s must not be negative", AnnotationMinFetchInterval, clip(v))
+	}
+	return d, nil
+}
+
+// sidecarContainer is the injected container; interval 0 leaves
+// SIDECAR_MIN_FETCH_INTERVAL unset.
+func sidecarContainer(cfg Config, target statusTarget, resources corev1.ResourceRequirements, interval time.Duration) corev1.Container {
 	c := corev1.Container{
 		Name:  ContainerName,
 		Image: cfg.Image,
@@ -112,6 +132,9 @@ func sidecarContainer(cfg Config, target statusTarget, resources corev1.Resource
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
+	}
+	if interval > 0 {
+		c.Env = append(c.Env, corev1.EnvVar{Name: "SIDECAR_MIN_FETCH_INTERVAL", Value: interval.String()})
 	}
 	if cfg.Mode == ModeNative {
 		c.RestartPolicy = new(corev1.ContainerRestartPolicyAlways)

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -64,6 +65,7 @@ func TestFixtures(t *testing.T) {
 		{"invalid-memory-request", "invalid-memory-request", ModeNative, "invalid", `kong-metrics-sidecar.io/memory-request="-32Mi" must be more than zero`, ""},
 		{"invalid-memory-limit", "invalid-memory-limit", ModeNative, "invalid", `kong-metrics-sidecar.io/memory-limit="lots" is not a quantity`, ""},
 		{"invalid-memory-request-over-limit", "invalid-memory-request-over-limit", ModeNative, "invalid", "memory request 256Mi is more than memory limit 128Mi", ""},
+		{"invalid-min-fetch-interval", "invalid-min-fetch-interval", ModeNative, "invalid", `kong-metrics-sidecar.io/min-fetch-interval="14" is not a duration`, ""},
 
 		// Non-default injector settings (settingsOf): they reach the patch
 		// where the pod says nothing, and its annotations still win.
@@ -77,6 +79,7 @@ func TestFixtures(t *testing.T) {
 		c.SidecarMemoryRequest = resource.MustParse("48Mi")
 		c.SidecarMemoryLimit = resource.MustParse("192Mi")
 		c.StatusPort = 8200
+		c.MinFetchInterval = 14 * time.Second
 	}
 	settingsOf := map[string]func(*Config){
 		"injector-settings":                    nonDefault,

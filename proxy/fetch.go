@@ -62,6 +62,9 @@ type result struct {
 
 	deflateOnce sync.Once
 	deflated    *deflated // the same compressed; set from the start when plain is nil
+
+	page     *deflated // Kong's body as it came, when keepPage was set at the fetch's start
+	pageType string    // Kong's Content-Type
 }
 
 // deflated is a raw DEFLATE stream that ends with a sync flush instead of
@@ -237,18 +240,34 @@ func (h *Handler) fetch(ctx context.Context, rw *relabel.Rewriter) (res *result,
 		return nil, &fetchError{reasonContentType, fmt.Errorf("unsupported Content-Encoding %q", enc)}
 	}
 	limited := &io.LimitedReader{R: body, N: h.maxBytes + 1}
+	var src io.Reader = limited
+	var page *pageSpool
+	if h.keepPage.Load() {
+		// Kong's page is kept too, compressed as it is read.
+		page = h.newPageSpool()
+		src = io.TeeReader(limited, page)
+	}
 	sp := &spool{h: h}
-	stats, size, err = h.rewrite(limited, rw, sp)
-	if err != nil {
+	abort := func() {
 		sp.abort()
+		if page != nil {
+			page.abort()
+		}
+	}
+	stats, size, err = h.rewrite(src, rw, sp)
+	if err != nil {
+		abort()
 		return nil, classify(ctx, err, reasonRead)
 	}
 	if size > h.maxBytes {
-		sp.abort()
+		abort()
 		return nil, &fetchError{reasonTooLarge, fmt.Errorf("body larger than %d bytes", h.maxBytes)}
 	}
 	res = &result{rw: rw, start: start}
 	sp.finish(res)
+	if page != nil {
+		res.page, res.pageType = page.finish(), resp.Header.Get("Content-Type")
+	}
 	return res, nil
 }
 

@@ -28,12 +28,19 @@ const shortTimeout = 300 * time.Millisecond
 // options' generous timeout.
 const shortScrapeTimeout = "0.6"
 
-// TestUpstreamFailures: whatever goes wrong with Kong, the answer is 200
-// with the sidecar's own metrics only, upstream_up 0 and the reason
-// counted; and the next good fetch is served whole again, never the page
-// of a fetch before the failure.
-func TestUpstreamFailures(t *testing.T) {
-	fixture := readFixture(t)
+// failure is a way for Kong's fetch to fail, after good fetches of fixture.
+type failure struct {
+	name     string
+	serve    http.HandlerFunc // the failing upstream; nil when nothing listens
+	timeout  string           // the failing scrape's X-Prometheus-Scrape-Timeout-Seconds
+	maxBytes int64
+	reason   string
+}
+
+// failures are every way a fetch of Kong's page (fixture) fails that the
+// handler tells apart: /metrics and Kong's page are tested with each.
+func failures(t *testing.T, fixture []byte) []failure {
+	t.Helper()
 	gzipped := gzipBytes(t, fixture)
 	// cut is inside a line that the tutorial's selection keeps.
 	cut := bytes.Index(fixture, []byte(`kong_upstream_latency_ms_sum{service="kong.command.80"`)) + 40
@@ -43,13 +50,7 @@ func TestUpstreamFailures(t *testing.T) {
 	padded := append(fixture[:len(fixture):len(fixture)], '\n')
 	gzippedPadded := gzipBytes(t, padded)
 
-	tests := []struct {
-		name     string
-		serve    http.HandlerFunc // the failing upstream; nil when nothing listens
-		timeout  string           // the failing scrape's X-Prometheus-Scrape-Timeout-Seconds
-		maxBytes int64
-		reason   string
-	}{
+	return []failure{
 		{
 			name:   "connection refused",
 			reason: "connect",
@@ -176,7 +177,15 @@ func TestUpstreamFailures(t *testing.T) {
 			reason: "content_type",
 		},
 	}
-	for _, tc := range tests {
+}
+
+// TestUpstreamFailures: whatever goes wrong with Kong, the answer is 200
+// with the sidecar's own metrics only, upstream_up 0 and the reason
+// counted; and the next good fetch is served whole again, never the page
+// of a fetch before the failure.
+func TestUpstreamFailures(t *testing.T) {
+	fixture := readFixture(t)
+	for _, tc := range failures(t, fixture) {
 		t.Run(tc.name, func(t *testing.T) {
 			var failing atomic.Bool
 			url := closedURL(t)

@@ -1,6 +1,8 @@
 // Package proxy serves the sidecar's HTTP side: it fetches Kong's /metrics,
 // rewrites it with package relabel, shares one fetch among concurrent
 // scrapes, appends the sidecar's own metrics and compresses the response.
+// From the same fetches it also serves Kong's page as Kong wrote it, at
+// KongPagePath.
 package proxy
 
 import (
@@ -8,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -28,6 +31,10 @@ import (
 
 // ContentType is the type of every /metrics response: text format 0.0.4.
 const ContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+// KongPagePath is where the Handler serves Kong's page as Kong wrote it,
+// from the same fetches as /metrics.
+const KongPagePath = "/metrics/kong"
 
 // timeoutMargin is taken off a scrape's X-Prometheus-Scrape-Timeout-Seconds
 // so the answer reaches Prometheus before it gives up.
@@ -58,7 +65,8 @@ type Options struct {
 	MinFetchInterval time.Duration
 }
 
-// Handler serves /metrics. It is safe for concurrent use.
+// Handler serves /metrics and, at KongPagePath, Kong's page as it is. It
+// is safe for concurrent use.
 type Handler struct {
 	upstreamURL string
 	client      *http.Client
@@ -71,11 +79,12 @@ type Handler struct {
 	minFetch    time.Duration
 	plainLimit  int // rewrites longer than this are held compressed (the constant; tests lower it)
 
-	fetches singleflight.Group     // Concurrent scrapes share one fetch.
-	last    atomic.Pointer[result] // The last fetch's result while MinFetchInterval is on; nil after a failure.
-	readers sync.Pool              // of *bufio.Reader
-	flates  sync.Pool              // of *flate.Writer
-	buffers sync.Pool              // of *bytes.Buffer, for the sidecar's own metrics
+	fetches  singleflight.Group     // Concurrent scrapes share one fetch.
+	last     atomic.Pointer[result] // The last fetch's result while MinFetchInterval is on; nil after a failure.
+	keepPage atomic.Bool            // Fetches keep Kong's page too: set by the first request for it.
+	readers  sync.Pool              // of *bufio.Reader
+	flates   sync.Pool              // of *flate.Writer
+	buffers  sync.Pool              // of *bytes.Buffer, for the sidecar's own metrics
 }
 
 // NewHandler returns a Handler for o.
@@ -107,12 +116,17 @@ func NewHandler(o Options) *Handler {
 	}
 }
 
-// ServeHTTP answers a scrape: Kong's rewritten series followed by the
-// sidecar's own metrics, or only the latter when Kong cannot be read.
+// ServeHTTP answers a scrape of /metrics: Kong's rewritten series followed
+// by the sidecar's own metrics, or only the latter when Kong cannot be
+// read. A request for KongPagePath gets Kong's page instead (servePage).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if r.URL.Path == KongPagePath {
+		h.servePage(w, r)
 		return
 	}
 	kong, ok := h.kong(r)
@@ -134,7 +148,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	own := h.ownMetrics()
 	defer h.buffers.Put(own)
 	if gzipped {
-		h.writeGzip(w, kong, own.Bytes())
+		var d *deflated
+		if kong != nil {
+			d = kong.compressed(h)
+		}
+		h.writeGzip(w, d, own.Bytes())
 		return
 	}
 	if kong != nil && !kong.writePlain(w) {
@@ -146,15 +164,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // kong returns the result of a fetch for the scrape r, or nil when Kong
 // could not be read, and false when the scraper went away first.
 func (h *Handler) kong(r *http.Request) (*result, bool) {
-	timeout := h.scrapeTimeout(r)
 	rw := h.rewriter()
 	// Fast path - a fetch recent enough, for the same configuration,
 	// answers without Kong being asked again.
-	if h.minFetch > 0 {
-		if last := h.last.Load(); last != nil && last.rw == rw && time.Since(last.start) < h.minFetch {
-			return last, true
-		}
+	if last := h.recent(); last != nil && last.rw == rw {
+		return last, true
 	}
+	res, err := h.join(r, rw)
+	return res, !errors.Is(err, errGone)
+}
+
+// recent returns the last fetch's result while it may still answer
+// scrapes (MinFetchInterval), or nil.
+func (h *Handler) recent() *result {
+	if h.minFetch <= 0 {
+		return nil
+	}
+	if last := h.last.Load(); last != nil && time.Since(last.start) < h.minFetch {
+		return last
+	}
+	return nil
+}
+
+// errGone is join's error when the scraper went away before the fetch ended.
+var errGone = errors.New("the scraper went away")
+
+// join returns the result of the fetch under way, or of a new one, for
+// the scrape r with rw, or the fetch's error, or errGone.
+func (h *Handler) join(r *http.Request, rw *relabel.Rewriter) (*result, error) {
+	timeout := h.scrapeTimeout(r)
 	// The fetch outlives the scrape that started it, since others may share
 	// it, but never its timeout. Every scrape shares the fetch under way,
 	// even one that arrives after a configuration change: Kong is never
@@ -172,11 +210,11 @@ func (h *Handler) kong(r *http.Request) (*result, bool) {
 	select {
 	case res := <-ch:
 		if res.Err != nil {
-			return nil, true
+			return nil, res.Err
 		}
-		return res.Val.(*result), true
+		return res.Val.(*result), nil
 	case <-r.Context().Done():
-		return nil, false
+		return nil, errGone
 	}
 }
 
@@ -195,13 +233,13 @@ func (r *result) writePlain(w io.Writer) bool {
 // gzipHeader starts a gzip member: DEFLATE, no name, no time, unknown OS.
 var gzipHeader = []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255}
 
-// writeGzip writes one gzip member: the result's DEFLATE form, compressed
-// once for every scrape it answers, followed by own compressed now, and
-// the trailer for both.
-func (h *Handler) writeGzip(w io.Writer, kong *result, own []byte) {
+// writeGzip writes one gzip member: kong, a DEFLATE stream compressed once
+// for every scrape it answers (nil for none), followed by own compressed
+// now, and the trailer for both.
+func (h *Handler) writeGzip(w io.Writer, kong *deflated, own []byte) {
 	var d deflated
 	if kong != nil {
-		d = *kong.compressed(h)
+		d = *kong
 	}
 	if _, err := w.Write(gzipHeader); err != nil {
 		return
@@ -277,13 +315,15 @@ func acceptsGzip(header string) bool {
 	return false
 }
 
-// NewMux routes the sidecar's endpoints: /metrics to metrics, and /healthz
-// and /readyz, which answer 200 while the server runs. Readiness depends
-// on neither Kong nor the configuration: the sidecar's readiness would gate
-// the whole Kong pod, and Kong reports its own.
+// NewMux routes the sidecar's endpoints: /metrics and KongPagePath to
+// metrics (a Handler tells them apart), and /healthz and /readyz, which
+// answer 200 while the server runs. Readiness depends on neither Kong nor
+// the configuration: the sidecar's readiness would gate the whole Kong pod,
+// and Kong reports its own.
 func NewMux(metrics http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics)
+	mux.Handle(KongPagePath, metrics)
 	ok := func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n") // a prober that left needs no answer

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
@@ -38,6 +39,12 @@ extension:
       config:
         latency: true
 `
+
+// The Grafana dashboard: the file manifests/dashboards ships, the one
+// source of the chart's copy, and its key in the ConfigMaps.
+var dashboardFile = filepath.Join("..", "..", "manifests", "dashboards", "kong-metrics-sidecar.json")
+
+const dashboardKey = "kong-metrics-sidecar.json"
 
 // renderCase is one set of values the chart is rendered with; its
 // rendering must match testdata/<name>.yaml.
@@ -232,7 +239,7 @@ podMonitor:
 		// The sidecar's resources and default status port reach the
 		// injector's settings; a value left out keeps its default.
 		name:   "sidecar-settings",
-		values: "sidecar:\n  resources:\n    requests:\n      cpu: 0.25\n      memory: 64Mi\n    limits:\n      memory: 1Gi\n  statusPort: 8200\n",
+		values: "sidecar:\n  resources:\n    requests:\n      cpu: 0.25\n      memory: 64Mi\n    limits:\n      memory: 1Gi\n  statusPort: 8200\n  minFetchInterval: 14s\n",
 		check: func(t *testing.T, r rendering) {
 			s := injectorOf(t, r).settings
 			got := [4]string{s.SidecarCPURequest, s.SidecarMemoryRequest, s.SidecarMemoryLimit, strconv.Itoa(int(s.DefaultStatusPort))}
@@ -240,8 +247,26 @@ podMonitor:
 				t.Errorf("sidecar cpu request, memory request, memory limit, status port %q, want %q", got, want)
 			}
 			c := s.Config("test")
-			if c.SidecarCPURequest.String() != "250m" || c.SidecarMemoryLimit.String() != "1Gi" || c.StatusPort != 8200 {
+			if c.SidecarCPURequest.String() != "250m" || c.SidecarMemoryLimit.String() != "1Gi" || c.StatusPort != 8200 || c.MinFetchInterval != 14*time.Second {
 				t.Errorf("Mutate's config %+v", c)
+			}
+		},
+	},
+	{
+		// The Grafana dashboard as a ConfigMap for Grafana's dashboard
+		// sidecar, carrying manifests/dashboards' file byte for byte.
+		name:   "dashboard",
+		values: "dashboard:\n  enabled: true\n  namespace: prometheus\n  annotations:\n    grafana_folder: Kong\n",
+		check: func(t *testing.T, r rendering) {
+			cm := find[corev1.ConfigMap](t, r.objs, "prometheus", "kong-metrics-sidecar-dashboard")
+			if cm.Labels["grafana_dashboard"] != "1" || cm.Annotations["grafana_folder"] != "Kong" {
+				t.Errorf("ConfigMap labels %v annotations %v, want grafana_dashboard: \"1\" and grafana_folder: Kong", cm.Labels, cm.Annotations)
+			}
+			if len(cm.Data) != 1 || cm.Data[dashboardKey] != readFile(t, dashboardFile) {
+				t.Errorf("ConfigMap data keys %d; %s is not %s byte for byte", len(cm.Data), dashboardKey, dashboardFile)
+			}
+			if len(all[corev1.ConfigMap](r.objs)) != 1 {
+				t.Error("more ConfigMaps than the dashboard's")
 			}
 		},
 	},
@@ -466,6 +491,9 @@ func injectorOf(t *testing.T, r rendering) injector {
 func checkInvariants(t *testing.T, r rendering) {
 	t.Helper()
 	for _, cm := range all[corev1.ConfigMap](r.objs) {
+		if _, ok := cm.Data[dashboardKey]; ok {
+			continue // the Grafana dashboard's
+		}
 		if _, err := config.ParseExtension([]byte(cm.Data["config.yaml"])); err != nil {
 			t.Errorf("ConfigMap %s/%s: config.yaml: %v", cm.Namespace, cm.Name, err)
 		}

@@ -72,6 +72,13 @@ var sourceOfTruthCases = []struct {
 		chart:       ofKind("ConfigMap"),
 		kustomize:   ofKind("ConfigMap"),
 	},
+	{
+		// The Grafana dashboard's ConfigMap, in the tutorial's
+		// kube-prometheus-stack namespace.
+		dir:    "dashboards",
+		values: "dashboard:\n  enabled: true\n  namespace: prometheus\n",
+		chart:  ofKind("ConfigMap"),
+	},
 }
 
 func inNamespace(ns string) func(object) bool {

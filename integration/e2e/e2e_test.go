@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -44,13 +45,22 @@ const (
 	// default --metrics-max-age), so it must span two scrapes (15s) or
 	// series drop out of discovery between them and the metric flaps to 404.
 	adapterRelist = 30 * time.Second
+	// kongReplicas is the Kong Deployment's replicas in overlay/kong.yaml.
+	kongReplicas = 3
+	// minFetchInterval is SIDECAR_MIN_FETCH_INTERVAL as the README
+	// recommends it for the shipped ServiceMonitor's 15s: a few seconds
+	// less than the scrape interval, so that however many Prometheus
+	// replicas scrape a sidecar, Kong is fetched once per interval. The
+	// overlay sets it on the injector (INJECTOR_SIDECAR_MIN_FETCH_INTERVAL),
+	// which puts it in every injected sidecar.
+	minFetchInterval = 12 * time.Second
 )
 
 func TestTutorial(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the end-to-end test starts a control plane; not in -short")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 14*time.Minute)
 	defer cancel()
 	modules := []string{"etcd", "kubernetes", "prometheus", "prometheus-operator"}
 	if !inNetns() {
@@ -129,7 +139,16 @@ func TestTutorial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := ap.applyAll(ctx, objs)
+	// The tutorial creates its HPA last, once the custom metric is
+	// served; so does the test (step 5). Created before, it would spend
+	// its Warning events on a metric that is not there yet: the event
+	// recorder lets an object's events of one type through at 25 at
+	// once, then one per 5 minutes, and the faults need them.
+	hpaObj, err := find(objs, "HorizontalPodAutoscaler", "command")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := ap.applyAll(ctx, slices.DeleteFunc(slices.Clone(objs), func(o *unstructured.Unstructured) bool { return o == hpaObj }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,26 +156,60 @@ func TestTutorial(t *testing.T) {
 	startOperator(t, w, c, third["E2E_PROMETHEUS_OPERATOR_BIN"], filepath.Join(dir, "operator"))
 
 	// --- Step 2: the webhook.
-	kongPod := step2Webhook(ctx, t, w, c, injector)
+	kongPods := step2Webhook(ctx, t, w, c, injector)
+	// The injector again, as its Deployment's pods would be: a Kong pod
+	// the ReplicaSet replaces gets the sidecar too.
+	startInjector(t, w, c, objs, own["kong-metrics-injector"], injectorAddr, filepath.Join(dir, "injector"))
 
-	// --- Step 3: the data plane, the sidecar and Prometheus.
-	dp := startDataPlane(ctx, t, w, c, own, kongPod, sidecarPort, filepath.Join(dir, "volume"), logger)
-	prom, pc := startMonitoring(ctx, t, w, c, third["E2E_PROMETHEUS_BIN"], filepath.Join(dir, "prometheus"))
-	tr := startTraffic(ctx, dp.proxyURL, "0.1")
+	// --- Step 3: the data planes, the sidecars and Prometheus.
+	dp := &dataPlanes{w: w, c: c, own: own, sidecarPort: sidecarPort, dir: filepath.Join(dir, "pods"), logger: logger}
+	runDataPlanes(ctx, t, dp)
+	pods := podNames(dp.waitRunning(ctx, kongReplicas, 60*time.Second))
+	if !slices.Equal(pods, kongPods) {
+		t.Fatalf("running Kong pods %v, want the Deployment's %v", pods, kongPods)
+	}
+	lb := startServiceProxy(ctx, t, c, "kong", "kong-proxy", "proxy")
+	w.waitFor(ctx, 30*time.Second, "Service kong/kong-proxy has the three Kong pods as ready endpoints", func() (bool, string) {
+		eps := lb.endpoints()
+		return len(eps) == kongReplicas, fmt.Sprint(eps)
+	})
+	w.step("data planes up: %d Kong pods, each with its simulator and sidecar on its own address; Service kong/kong-proxy spreads requests over %v", kongReplicas, lb.endpoints())
+	proms := startMonitoring(ctx, t, w, c, third["E2E_PROMETHEUS_BIN"], filepath.Join(dir, "prometheus"))
+	tr := startTraffic(ctx, lb.URL, "0.1")
 	t.Cleanup(func() { _, _ = tr.stop() }) // the traffic steps check it; this only ends it
-	step3Scrape(ctx, t, w, prom, kongPod.Name)
-	stepHonorLabels(ctx, t, w, c, prom, pc, kongPod.Name)
-	stepPodMonitor(ctx, t, w, c, ap, prom, pc, kongPod.Name)
+	for _, r := range proms {
+		step3Scrape(ctx, t, w, r, pods)
+	}
+	stepHonorLabels(ctx, t, w, c, proms, pods)
+	stepPodMonitor(ctx, t, w, c, ap, proms, pods)
+	stepHA(ctx, t, w, objs, proms, dp)
 
-	// --- Step 4: the custom metric.
-	startAdapter(t, w, c, adapterBin, adapterAddr, prom.URL, filepath.Join(dir, "adapter"))
+	// --- Step 4: the custom metric, from the first Prometheus.
+	startAdapter(t, w, c, adapterBin, adapterAddr, proms[0].URL, filepath.Join(dir, "adapter"))
 	step4Metric(ctx, t, w, c)
+	stepSpread(ctx, t, w, proms[0], pods)
 
-	// --- Step 5: the HPA.
-	step5Scale(ctx, t, w, c, dp, &tr)
+	// --- Step 5: the HPA, with faults at 10 replicas.
+	if err := ap.apply(ctx, hpaObj); err != nil {
+		t.Fatal(err)
+	}
+	w.step("step 5: the tutorial's HPA applied, as the tutorial does once the custom metric is served")
+	hpa := step5ScaleUp(ctx, t, w, c)
+	stepPodDeleted(ctx, t, w, c, dp, proms, hpa)
+	stepKongRestart(ctx, t, w, c, dp, proms, hpa)
+	stepPrometheusRestart(ctx, t, w, c, proms, hpa)
+	step5ScaleDown(ctx, t, w, c, lb, &tr, hpa)
 
 	// --- Step 6: hot reload through the API server.
 	step6Reload(ctx, t, w, c, dp)
+}
+
+func podNames(pods []*kongPod) []string {
+	names := make([]string, len(pods))
+	for i, k := range pods {
+		names[i] = k.name
+	}
+	return names
 }
 
 // adapterBinary is $PROMETHEUS_ADAPTER_BIN, else the test adapter, built.
@@ -252,27 +305,33 @@ func sidecarOf(pod *corev1.Pod) (*corev1.Container, bool) {
 	return nil, false
 }
 
-func step2Webhook(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, injector *harness.Process) *corev1.Pod {
+func step2Webhook(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, injector *harness.Process) []string {
 	t.Helper()
 	pods := c.Client.CoreV1().Pods("kong")
-	var kongPod *corev1.Pod
-	w.waitFor(ctx, 60*time.Second, "Kong Deployment's pod with the sidecar", func() (bool, string) {
+	var kongPods []string
+	var summary string
+	w.waitFor(ctx, 60*time.Second, fmt.Sprintf("the Kong Deployment's %d pods, each with the sidecar", kongReplicas), func() (bool, string) {
 		list, err := pods.List(ctx, metav1.ListOptions{LabelSelector: "app=kong"})
 		if err != nil {
 			return false, err.Error()
 		}
-		if len(list.Items) == 0 {
-			return false, "no pod yet"
+		kongPods = nil
+		var sums []string
+		for i := range list.Items {
+			p := &list.Items[i]
+			sc, native := sidecarOf(p)
+			if sc == nil {
+				t.Fatalf("pod %s of the opted-in Kong Deployment was stored without the sidecar: %s", p.Name, podSummary(p))
+			}
+			if native && (sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways) {
+				t.Fatalf("native sidecar without restartPolicy Always: %s", podSummary(p))
+			}
+			kongPods = append(kongPods, p.Name)
+			sums = append(sums, podSummary(p))
 		}
-		kongPod = &list.Items[0]
-		sc, native := sidecarOf(kongPod)
-		if sc == nil {
-			t.Fatalf("pod %s of the opted-in Kong Deployment was stored without the sidecar: %s", kongPod.Name, podSummary(kongPod))
-		}
-		if native && (sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways) {
-			t.Fatalf("native sidecar without restartPolicy Always: %s", podSummary(kongPod))
-		}
-		return true, podSummary(kongPod)
+		slices.Sort(kongPods)
+		summary = strings.Join(sums, ", ")
+		return len(kongPods) == kongReplicas, summary
 	})
 
 	// A Kong pod that did not opt in is stored as sent.
@@ -308,9 +367,9 @@ func step2Webhook(ctx context.Context, t *testing.T, w *world, c *cluster.Cluste
 	if sc, _ := sidecarOf(got); sc != nil {
 		t.Fatalf("pod got a sidecar with the injector stopped: %s", podSummary(got))
 	}
-	w.step("step 2 passed: opted-in pod %s stored with the sidecar (%s); unlabelled pod and command pods untouched; with the injector stopped an opted-in pod was created in %s without it",
-		kongPod.Name, podSummary(kongPod), time.Since(start).Round(time.Millisecond))
-	return kongPod
+	w.step("step 2 passed: the Kong Deployment's %d pods stored with the sidecar (%s); unlabelled pod and command pods untouched; with the injector stopped an opted-in pod was created in %s without it",
+		len(kongPods), summary, time.Since(start).Round(time.Millisecond))
+	return kongPods
 }
 
 func podSummary(p *corev1.Pod) string {
@@ -326,87 +385,6 @@ func podSummary(p *corev1.Pod) string {
 		names = append(names, c.Name)
 	}
 	return p.Name + " [" + strings.Join(names, " ") + "]"
-}
-
-// dataPlane is the Kong data plane's processes: the simulator in place of
-// Kong and the sidecar binary as the injector specified it.
-type dataPlane struct {
-	proxyURL, sidecarURL string
-	sidecar              *harness.Process
-	volume               string
-	projected            chan string // ConfigMap resourceVersions written
-}
-
-func startDataPlane(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, own map[string]string, pod *corev1.Pod, sidecarPort, volume string, logger *slog.Logger) *dataPlane {
-	t.Helper()
-	proxyAddr, statusAddr := freeAddr(t), freeAddr(t)
-	sim, err := harness.Start("kong-simulator", own["kong-simulator"], []string{"-proxy-listen", proxyAddr, "-listen", statusAddr}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.started(sim)
-	if err := harness.WaitHTTP("http://"+statusAddr+"/status", sim, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-
-	sc, _ := sidecarOf(pod)
-	// The ConfigMap volume the sidecar mounts, and the file it reads.
-	var cmName, mountPath string
-	for _, m := range sc.VolumeMounts {
-		for _, v := range pod.Spec.Volumes {
-			if v.Name == m.Name && v.ConfigMap != nil {
-				cmName, mountPath = v.ConfigMap.Name, m.MountPath
-			}
-		}
-	}
-	if cmName == "" {
-		t.Fatalf("the injected sidecar mounts no ConfigMap: %+v", sc.VolumeMounts)
-	}
-	env := map[string]string{}
-	for _, e := range sc.Env {
-		if e.ValueFrom == nil {
-			env[e.Name] = e.Value
-		}
-	}
-	cfgFile := env["SIDECAR_CONFIG_FILE"]
-	if !strings.HasPrefix(cfgFile, mountPath+"/") {
-		t.Fatalf("SIDECAR_CONFIG_FILE %q is not in the ConfigMap mount %s", cfgFile, mountPath)
-	}
-	dp := &dataPlane{proxyURL: "http://" + proxyAddr, volume: volume, projected: make(chan string, 16)}
-	if err := fakekubelet.ProjectConfigMap(ctx, c.Client, "kong", cmName, volume, logger, func(rv string) {
-		select {
-		case dp.projected <- rv:
-		default:
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	<-dp.projected
-	// The injected environment, with the pod's addresses made local ones:
-	// the sidecar listens at the pod's address on the port of the Service,
-	// where its EndpointSlice sends Prometheus; file events, not the poll, must carry
-	// the reload of step 6.
-	sidecarAddr := net.JoinHostPort(podIP(ctx, t, w, c, pod), sidecarPort)
-	dp.sidecarURL = "http://" + sidecarAddr
-	env["SIDECAR_LISTEN_ADDR"] = sidecarAddr
-	env["SIDECAR_UPSTREAM_URL"] = "http://" + statusAddr + "/metrics"
-	env["SIDECAR_CONFIG_FILE"] = filepath.Join(volume, strings.TrimPrefix(cfgFile, mountPath+"/"))
-	env["SIDECAR_CONFIG_POLL_INTERVAL"] = "10m"
-	env["SIDECAR_LOG_FORMAT"] = "text"
-	var list []string
-	for k, v := range env {
-		list = append(list, k+"="+v)
-	}
-	dp.sidecar, err = harness.Start(sidecarName, own[sidecarName], nil, list)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.started(dp.sidecar)
-	if err := harness.WaitHTTP(dp.sidecarURL+"/readyz", dp.sidecar, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	w.step("data plane up: simulator %s, sidecar %s reading ConfigMap kong/%s projected into %s", proxyAddr, sidecarAddr, cmName, volume)
-	return dp
 }
 
 // sidecarTargetPort is the targetPort of the shipped Service
@@ -427,21 +405,6 @@ func sidecarTargetPort(t *testing.T, objs []*unstructured.Unstructured) string {
 	return svc.Spec.Ports[0].TargetPort.String()
 }
 
-// podIP waits for the kubelet stand-in to give pod its address.
-func podIP(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, pod *corev1.Pod) string {
-	t.Helper()
-	var ip string
-	w.waitFor(ctx, 30*time.Second, "pod "+pod.Name+" Running with an address", func() (bool, string) {
-		p, err := c.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		ip = p.Status.PodIP
-		return ip != "" && p.Spec.NodeName != "", fmt.Sprintf("node %q, phase %s, podIP %q", p.Spec.NodeName, p.Status.Phase, ip)
-	})
-	return ip
-}
-
 // shippedAdapterConfig is prometheus-adapter's --config as the shipped
 // values.yaml makes it: rules.custom, verbatim, under rules:.
 func shippedAdapterConfig(t *testing.T) []byte {
@@ -457,32 +420,41 @@ func shippedAdapterConfig(t *testing.T) []byte {
 	return cfg
 }
 
-func step3Scrape(ctx context.Context, t *testing.T, w *world, prom *harness.Prometheus, kongPod string) {
+// step3Scrape waits until the rule's seriesQuery finds, in prom, every
+// pod's command series with the target labels the operator's relabelings
+// set, and counted requests.
+func step3Scrape(ctx context.Context, t *testing.T, w *world, prom *promReplica, pods []string) {
 	t.Helper()
 	cfg, err := adapter.ParseConfig(shippedAdapterConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	seriesQuery := cfg.Rules[0].SeriesQuery
-	w.waitFor(ctx, 90*time.Second, "the rule's seriesQuery finds the sidecar's command series with the target labels Prometheus Operator's relabelings set", func() (bool, string) {
+	w.waitFor(ctx, 90*time.Second, fmt.Sprintf("Prometheus %d: the rule's seriesQuery finds every sidecar's command series with the target labels Prometheus Operator's relabelings set", prom.index), func() (bool, string) {
 		series, err := prom.Series(ctx, seriesQuery)
 		if err != nil {
 			return false, err.Error()
 		}
+		found := map[string]bool{}
 		for _, s := range series {
 			if s["exported_service"] == "command" && s["exported_namespace"] == "kong" &&
 				s["namespace"] == "kong" && s["service"] == "kong-metrics-sidecar" && s["job"] == "kong-metrics-sidecar" &&
-				s["pod"] == kongPod && s["endpoint"] == "sidecar-metrics" {
-				samples, err := prom.Query(ctx, `sum(kong_upstream_latency_ms_count{exported_service="command"})`)
-				if err != nil || len(samples) == 0 || samples[0].Value == 0 {
-					return false, fmt.Sprintf("series found, no counted requests yet (%v)", err)
-				}
-				return true, fmt.Sprintf("%d series; %v; %.0f requests counted", len(series), s, samples[0].Value)
+				s["endpoint"] == "sidecar-metrics" {
+				found[s["pod"]] = true
 			}
 		}
-		return false, fmt.Sprintf("%d series match", len(series))
+		for _, p := range pods {
+			if !found[p] {
+				return false, fmt.Sprintf("%d series match, pods %v", len(series), found)
+			}
+		}
+		samples, err := prom.Query(ctx, `sum(kong_upstream_latency_ms_count{exported_service="command"})`)
+		if err != nil || len(samples) == 0 || samples[0].Value == 0 {
+			return false, fmt.Sprintf("series of every pod found, no counted requests yet (%v)", err)
+		}
+		return true, fmt.Sprintf("%d series, of pods %v; %.0f requests counted", len(series), pods, samples[0].Value)
 	})
-	w.step("step 3 passed: Prometheus finds the sidecar through Kubernetes service discovery and scrapes it; the rule's seriesQuery finds kong/command")
+	w.step("step 3 passed: Prometheus %d finds the %d sidecars through Kubernetes service discovery and scrapes them; the rule's seriesQuery finds kong/command in each", prom.index, len(pods))
 }
 
 // startAdapter runs the custom-metrics adapter with prometheus-adapter's
@@ -566,99 +538,27 @@ func step4Metric(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster
 	w.step("step 4 passed: custom metric for Service kong/command (v1beta1 and v1beta2): %s", obs)
 }
 
-func replicas(ctx context.Context, c *cluster.Cluster) (spec, ready int32, err error) {
-	d, err := c.Client.AppsV1().Deployments("kong").Get(ctx, "command", metav1.GetOptions{})
-	if err != nil {
-		return 0, 0, err
-	}
-	return *d.Spec.Replicas, d.Status.ReadyReplicas, nil
-}
-
-// rescales returns the HPA's SuccessfulRescale event messages.
-func rescales(ctx context.Context, c *cluster.Cluster) ([]string, error) {
-	list, err := c.Client.CoreV1().Events("kong").List(ctx, metav1.ListOptions{
-		FieldSelector: "involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name=command,reason=SuccessfulRescale",
-	})
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, e := range list.Items {
-		out = append(out, e.Message)
-	}
-	return out, nil
-}
-
-func hasRescale(msgs []string, sub string) bool {
-	for _, m := range msgs {
-		if strings.Contains(m, sub) {
-			return true
-		}
-	}
-	return false
-}
-
-func step5Scale(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, dp *dataPlane, tr **traffic) {
+// step6Reload updates the ConfigMap to select another Service than
+// command and waits for every pod's volume to follow and every sidecar,
+// not restarted, to stop exporting command; then for the custom metric to
+// go away.
+func step6Reload(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, dp *dataPlanes) {
 	t.Helper()
-	scale := func(want int32, reason string, timeout time.Duration) string {
-		return w.waitFor(ctx, timeout, fmt.Sprintf("command scaled to %d with a SuccessfulRescale %q", want, reason), func() (bool, string) {
-			spec, ready, err := replicas(ctx, c)
-			if err != nil {
-				return false, err.Error()
-			}
-			msgs, err := rescales(ctx, c)
-			if err != nil {
-				return false, err.Error()
-			}
-			last := ""
-			if len(msgs) > 0 {
-				last = msgs[len(msgs)-1]
-			}
-			return spec == want && ready == want && hasRescale(msgs, reason),
-				fmt.Sprintf("replicas %d (ready %d); %d rescale events, last %q", spec, ready, len(msgs), last)
-		})
+	pods := dp.running()
+	if len(pods) != kongReplicas {
+		t.Fatalf("%d Kong pods run, want %d", len(pods), kongReplicas)
 	}
-	obs := scale(10, "above target", 120*time.Second)
-	w.step("step 5a passed: at sleep 0.1 the HPA scaled command to 10: %s", obs)
-
-	ok, err := (*tr).stop()
-	t.Logf("traffic at sleep 0.1: %d requests, error %v", ok, err)
-	*tr = startTraffic(ctx, dp.proxyURL, "0")
-	obs = scale(1, "All metrics below target", 180*time.Second)
-	w.step("step 5b passed: at sleep 0 the HPA scaled command back to 1: %s", obs)
-
-	// Traffic stopped entirely: the rule's rate over 60s becomes 0/0,
-	// which prometheus-adapter serves as 0; the HPA stays at its minimum.
-	ok, err = (*tr).stop()
-	t.Logf("traffic at sleep 0: %d requests, error %v", ok, err)
-	stopped := time.Now()
-	obs = w.waitFor(ctx, 150*time.Second, "with traffic stopped, the metric reads 0 and command stays at 1", func() (bool, string) {
-		list, code, err := customMetric(ctx, c)
-		spec, _, rerr := replicas(ctx, c)
-		if err != nil || rerr != nil {
-			return false, fmt.Sprintf("HTTP %d: %v; replicas %d %v", code, err, spec, rerr)
-		}
-		if spec != 1 {
-			t.Fatalf("with traffic stopped command went to %d replicas", spec)
-		}
-		if len(list.Items) != 1 {
-			return false, fmt.Sprintf("%d items", len(list.Items))
-		}
-		return list.Items[0].Value.IsZero(), fmt.Sprintf("value %s, replicas %d", list.Items[0].Value.String(), spec)
-	})
-	w.step("step 5c: traffic stopped: metric 0 after %s (%s), no rescale", time.Since(stopped).Round(time.Second), obs)
-}
-
-func step6Reload(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, dp *dataPlane) {
-	t.Helper()
-	exports := func() (bool, error) {
-		body, err := harness.Get(ctx, dp.sidecarURL+"/metrics")
+	exports := func(k *kongPod) (bool, error) {
+		body, err := harness.Get(ctx, k.sidecarURL+"/metrics")
 		return strings.Contains(string(body), `exported_service="command"`), err
 	}
-	if has, err := exports(); err != nil || !has {
-		t.Fatalf("before the update the sidecar should export command's series: %v %v", has, err)
+	pids := map[string]int{}
+	for _, k := range pods {
+		if has, err := exports(k); err != nil || !has {
+			t.Fatalf("before the update the sidecar of %s should export command's series: %v %v", k.name, has, err)
+		}
+		pids[k.name] = k.sidecar.Pid()
 	}
-	pid := dp.sidecar.Pid()
 
 	cms := c.Client.CoreV1().ConfigMaps("kong")
 	cm, err := cms.Get(ctx, "kong-metrics-sidecar", metav1.GetOptions{})
@@ -676,22 +576,30 @@ func step6Reload(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster
 		t.Fatal(err)
 	}
 	updatedAt := time.Now()
-	for rv := ""; rv != cm.ResourceVersion; {
-		select {
-		case rv = <-dp.projected:
-		case <-time.After(30 * time.Second):
-			t.Fatal("the ConfigMap update was not projected into the volume within 30s")
+	for _, k := range pods {
+		for rv := ""; rv != cm.ResourceVersion; {
+			select {
+			case rv = <-k.projected:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("the ConfigMap update was not projected into the volume of %s within 30s", k.name)
+			}
 		}
 	}
-	w.step("step 6: ConfigMap updated (command dropped) and projected via ..data swap after %s", time.Since(updatedAt).Round(time.Millisecond))
-	w.waitFor(ctx, 30*time.Second, "the sidecar stops exporting command without a restart", func() (bool, string) {
-		has, err := exports()
-		if dp.sidecar.Exited() || dp.sidecar.Pid() != pid {
-			t.Fatal("the sidecar exited")
+	w.step("step 6: ConfigMap updated (command dropped) and projected into the %d pods' volumes via ..data swap after %s", len(pods), time.Since(updatedAt).Round(time.Millisecond))
+	w.waitFor(ctx, 30*time.Second, "every sidecar stops exporting command without a restart", func() (bool, string) {
+		var obs []string
+		done := true
+		for _, k := range pods {
+			has, err := exports(k)
+			if k.sidecar.Exited() || k.sidecar.Pid() != pids[k.name] {
+				t.Fatalf("the sidecar of %s exited", k.name)
+			}
+			done = done && err == nil && !has
+			obs = append(obs, fmt.Sprintf("%s exports command: %v (%v)", k.name, has, err))
 		}
-		return err == nil && !has, fmt.Sprintf("exports command: %v (%v)", has, err)
+		return done, strings.Join(obs, "; ")
 	})
-	w.step("step 6: sidecar (pid %d, not restarted) stopped exporting command %s after the update", pid, time.Since(updatedAt).Round(time.Millisecond))
+	w.step("step 6: the %d sidecars (not restarted) stopped exporting command %s after the update", len(pods), time.Since(updatedAt).Round(time.Millisecond))
 	w.waitFor(ctx, 150*time.Second, "the custom metric goes away (404)", func() (bool, string) {
 		list, code, err := customMetric(ctx, c)
 		if err != nil {

@@ -42,6 +42,14 @@ func (w *world) started(p *harness.Process) *harness.Process {
 	return p
 }
 
+// track registers a process to be reported on failure; its owner stops
+// it.
+func (w *world) track(p *harness.Process) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.procs = append(w.procs, p)
+}
+
 // step records that a step passed, with what it observed.
 func (w *world) step(format string, args ...any) {
 	line := fmt.Sprintf("%7.1fs  %s", time.Since(w.start).Seconds(), fmt.Sprintf(format, args...))

@@ -62,15 +62,18 @@ scrape_configs:
 func TestRenderPrometheusConfig(t *testing.T) {
 	cases := []struct {
 		name, in, wantErr string
+		replica           int
 		wantSDs           int
 	}{
 		{name: "servicemonitor", in: operatorConfig, wantSDs: 1},
+		// The second replica: its own prometheus_replica.
+		{name: "servicemonitor replica 1", in: operatorConfig, replica: 1, wantSDs: 1},
 		{name: "unknown variable", in: "global:\n  external_labels:\n    x: $(NODE_NAME)\n", wantErr: "$(NODE_NAME)"},
 		{name: "api_server named", in: "scrape_configs:\n- job_name: a\n  kubernetes_sd_configs:\n  - role: pod\n    api_server: https://k\n", wantErr: "names an api_server"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, n, err := renderPrometheusConfig(gzipped(t, tc.in), "/run/prometheus.kubeconfig")
+			got, n, err := renderPrometheusConfig(gzipped(t, tc.in), "/run/prometheus.kubeconfig", promPod(tc.replica))
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want one with %q", err, tc.wantErr)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -36,11 +37,13 @@ const (
 	promName      = "prometheus-kube-prometheus-prometheus"
 	promSecret    = "prometheus-" + promName
 	promConfigKey = "prometheus.yaml.gz"
-	// promPod is the StatefulSet's first pod, whose place the test's
-	// Prometheus takes: the name the config-reloader would put in
-	// $(POD_NAME).
-	promPod = "prometheus-" + promName + "-0"
+	promAPI       = "/apis/monitoring.coreos.com/v1/namespaces/" + promNamespace + "/prometheuses/" + promName
 )
+
+// promPod is the name of the StatefulSet's pod i, whose place the test's
+// Prometheus replica i takes: what the config-reloader would put in
+// $(POD_NAME).
+func promPod(i int) string { return fmt.Sprintf("prometheus-%s-%d", promName, i) }
 
 // startOperator runs Prometheus Operator against the API server as a
 // system:masters user, watching every namespace, with the kubelet
@@ -84,6 +87,7 @@ func startOperator(t *testing.T, w *world, c *cluster.Cluster, bin, dir string) 
 type promConfig struct {
 	file       string
 	kubeconfig string
+	pod        string // $(POD_NAME)
 
 	mu      sync.Mutex // Protects the fields below.
 	last    []byte     // the Secret's prometheus.yaml.gz last rendered
@@ -98,12 +102,12 @@ var envVar = regexp.MustCompile(`\$\(([a-zA-Z_0-9]+)\)`)
 // renderPrometheusConfig turns the operator's gzipped configuration into
 // the one the test's Prometheus loads. It does two things to it:
 //   - expands $(POD_NAME) and $(SHARD) as the config-reloader does with the
-//     StatefulSet pod's environment (pod promPod, shard 0);
+//     StatefulSet pod's environment (pod, shard 0);
 //   - adds kubeconfig_file to every kubernetes_sd_configs entry: the
 //     operator writes them for in-cluster defaults (the pod's ServiceAccount
 //     token and the kubernetes.default Service), which a process outside a
 //     pod does not have. An entry that names an api_server is refused.
-func renderPrometheusConfig(gz []byte, kubeconfig string) ([]byte, int, error) {
+func renderPrometheusConfig(gz []byte, kubeconfig, pod string) ([]byte, int, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(gz))
 	if err != nil {
 		return nil, 0, fmt.Errorf("decompressing %s: %w", promConfigKey, err)
@@ -112,7 +116,7 @@ func renderPrometheusConfig(gz []byte, kubeconfig string) ([]byte, int, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("decompressing %s: %w", promConfigKey, err)
 	}
-	env := map[string]string{"POD_NAME": promPod, "SHARD": "0"}
+	env := map[string]string{"POD_NAME": pod, "SHARD": "0"}
 	var unknown []string
 	raw = envVar.ReplaceAllFunc(raw, func(m []byte) []byte {
 		name := string(envVar.FindSubmatch(m)[1])
@@ -172,14 +176,42 @@ func jobNames(cfg []byte) []string {
 	return names
 }
 
-// startMonitoring waits for the operator to write the configuration of
-// the Prometheus resource, runs Prometheus 3 with it and keeps it in step
-// with the Secret until the test ends.
-func startMonitoring(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, bin, dir string) (*harness.Prometheus, *promConfig) {
+// promReplica is one Prometheus of the Prometheus resource's replicas, in
+// place of StatefulSet pod promPod(index): its own configuration file,
+// data and a fixed address, so that it can be killed and started again
+// where it was, as a pod's container restarts.
+type promReplica struct {
+	harness.Prometheus // URL is fixed; Process changes on restart (the test's goroutine only)
+	index              int
+	bin, dir, addr     string
+	pc                 *promConfig
+}
+
+// start runs the replica's Prometheus and waits until it is ready.
+func (r *promReplica) start(t *testing.T, w *world) {
 	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	p, err := harness.Start(fmt.Sprintf("prometheus-%d", r.index), r.bin, []string{
+		"--config.file=" + r.pc.file,
+		"--storage.tsdb.path=" + filepath.Join(r.dir, "data"),
+		"--web.listen-address=" + r.addr,
+		"--web.enable-lifecycle", // POST /-/reload, as the config-reloader does
+	}, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
+	w.started(p)
+	r.Process = p
+	if err := harness.WaitHTTP(r.URL+"/-/ready", p, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startMonitoring waits for the operator to write the configuration of
+// the Prometheus resource, runs one Prometheus 3 with it for each of the
+// resource's replicas and keeps each in step with the Secret until the
+// test ends.
+func startMonitoring(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, bin, dir string) []*promReplica {
+	t.Helper()
 	// Prometheus's discovery authenticates as the chart's ServiceAccount:
 	// overlay/prometheus.yaml's ClusterRole is what it runs with.
 	kubeconfig, err := c.Kubeconfig("prometheus", "system:serviceaccount:"+promNamespace+":"+promName,
@@ -187,7 +219,16 @@ func startMonitoring(ctx context.Context, t *testing.T, w *world, c *cluster.Clu
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc := &promConfig{file: filepath.Join(dir, "prometheus.yml"), kubeconfig: kubeconfig}
+	raw, err := c.Client.Discovery().RESTClient().Get().AbsPath(promAPI).DoRaw(ctx)
+	if err != nil {
+		t.Fatalf("reading the Prometheus resource: %v", err)
+	}
+	var res struct {
+		Spec struct{ Replicas *int }
+	}
+	if err := yaml.Unmarshal(raw, &res); err != nil || res.Spec.Replicas == nil || *res.Spec.Replicas < 1 {
+		t.Fatalf("the Prometheus resource's spec.replicas: %v %s", err, raw)
+	}
 	secrets := c.Client.CoreV1().Secrets(promNamespace)
 	var gz []byte
 	w.waitFor(ctx, 90*time.Second, "Prometheus Operator writes Secret "+promNamespace+"/"+promSecret, func() (bool, string) {
@@ -198,39 +239,36 @@ func startMonitoring(ctx context.Context, t *testing.T, w *world, c *cluster.Clu
 		gz = s.Data[promConfigKey]
 		return len(gz) > 0, fmt.Sprintf("keys %v", keys(s))
 	})
-	cfg, n, err := renderPrometheusConfig(gz, kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(pc.file, cfg, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pc.last = gz
-	w.step("Prometheus Operator wrote %s/%s: jobs %v; kubeconfig_file added to %d kubernetes_sd_configs", promNamespace, promSecret, jobNames(cfg), n)
-
-	p, err := harness.Start("prometheus", bin, []string{
-		"--config.file=" + pc.file,
-		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
-		"--web.listen-address=" + harness.AnyPort,
-		"--web.enable-lifecycle", // POST /-/reload, as the config-reloader does
-		"--log.level=info",       // for the port it picked, logged as exporter-toolkit's "Listening on"
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.started(p)
-	addr, err := p.LoggedValue(time.Minute, "address", "msg", "Listening on")
-	if err != nil {
-		t.Fatal(err)
-	}
-	prom := &harness.Prometheus{Process: p, URL: "http://" + addr}
-	if err := harness.WaitHTTP(prom.URL+"/-/ready", p, time.Minute); err != nil {
-		t.Fatal(err)
+	var proms []*promReplica
+	for i := range *res.Spec.Replicas {
+		rdir := filepath.Join(dir, strconv.Itoa(i))
+		if err := os.MkdirAll(rdir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		pc := &promConfig{file: filepath.Join(rdir, "prometheus.yml"), kubeconfig: kubeconfig, pod: promPod(i)}
+		cfg, n, err := renderPrometheusConfig(gz, kubeconfig, pc.pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(pc.file, cfg, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		pc.last = gz
+		addr := freeAddr(t)
+		r := &promReplica{Prometheus: harness.Prometheus{URL: "http://" + addr}, index: i, bin: bin, dir: rdir, addr: addr, pc: pc}
+		r.start(t, w)
+		proms = append(proms, r)
+		w.step("Prometheus %d (%s) up at %s with the operator's configuration: jobs %v; kubeconfig_file added to %d kubernetes_sd_configs", i, pc.pod, r.URL, jobNames(cfg), n)
 	}
 
-	// The config-reloader's loop: the Secret, polled, then POST /-/reload.
+	// The config-reloader's loop, beside each replica: the Secret, polled,
+	// then POST /-/reload.
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
+	urls := make([]string, len(proms))
+	for i, r := range proms {
+		urls[i] = r.URL
+	}
 	go func() {
 		defer close(done)
 		for {
@@ -239,18 +277,21 @@ func startMonitoring(ctx context.Context, t *testing.T, w *world, c *cluster.Clu
 				return
 			case <-time.After(time.Second):
 			}
-			pc.follow(rctx, secrets, prom.URL)
+			for i, r := range proms {
+				r.pc.follow(rctx, secrets, urls[i])
+			}
 		}
 	}()
 	t.Cleanup(func() {
 		stop()
 		<-done
-		pc.mu.Lock()
-		defer pc.mu.Unlock()
-		t.Logf("config reloads after the Secret changed: %d; last error: %v", pc.reloads, pc.err)
+		for _, r := range proms {
+			n, err := r.pc.reloaded()
+			t.Logf("Prometheus %d: config reloads after the Secret changed: %d; last error: %v", r.index, n, err)
+		}
 	})
-	w.step("Prometheus up at %s with the operator's configuration, reloaded when the Secret changes", prom.URL)
-	return prom, pc
+	w.step("%d Prometheus replicas (the resource's spec.replicas) run, each reloaded when the operator's Secret changes", len(proms))
+	return proms
 }
 
 // reloaded is how many times the configuration was reloaded after a
@@ -277,50 +318,96 @@ func loadedConfig(ctx context.Context, promURL string) (string, error) {
 	return resp.Data.YAML, nil
 }
 
+// reloadsOf is each replica's count of reloads after a Secret change.
+func reloadsOf(proms []*promReplica) []int {
+	n := make([]int, len(proms))
+	for i, r := range proms {
+		n[i], _ = r.pc.reloaded()
+	}
+	return n
+}
+
+// waitReloaded waits until every replica has been reloaded since before
+// and runs a configuration that has, per has, what the step wants.
+func waitReloaded(ctx context.Context, w *world, proms []*promReplica, before []int, what string, has func(cfg string) (bool, string)) {
+	w.waitFor(ctx, 60*time.Second, "every Prometheus reloaded: "+what, func() (bool, string) {
+		var obs []string
+		done := true
+		for i, r := range proms {
+			n, rerr := r.pc.reloaded()
+			cfg, err := loadedConfig(ctx, r.URL)
+			if err != nil {
+				return false, err.Error()
+			}
+			ok, o := has(cfg)
+			done = done && ok && n > before[i]
+			obs = append(obs, fmt.Sprintf("Prometheus %d: %d reloads (last error %v); %s", i, n, rerr, o))
+		}
+		return done, strings.Join(obs, "; ")
+	})
+}
+
+// waitFreshScrapes waits until every replica has scraped every pod's
+// sidecar since the time since.
+func waitFreshScrapes(ctx context.Context, w *world, proms []*promReplica, pods []string, since time.Time) {
+	w.waitFor(ctx, 60*time.Second, "a scrape of every sidecar by every Prometheus with the reloaded configuration", func() (bool, string) {
+		var obs []string
+		done := true
+		for i, r := range proms {
+			samples, err := r.Query(ctx, fmt.Sprintf(`time() - timestamp(up{job="kong-metrics-sidecar"}) < %f`, time.Since(since).Seconds()))
+			if err != nil {
+				return false, err.Error()
+			}
+			fresh := map[string]bool{}
+			for _, s := range samples {
+				fresh[s.Metric["pod"]] = true
+			}
+			for _, p := range pods {
+				done = done && fresh[p]
+			}
+			obs = append(obs, fmt.Sprintf("Prometheus %d: %d fresh up samples", i, len(samples)))
+		}
+		return done, strings.Join(obs, "; ")
+	})
+}
+
 // stepHonorLabels sets the ServiceMonitor's honorLabels to true and back
 // to false, and waits each time for the operator to rewrite its Secret and
-// for Prometheus to run the new configuration after a reload, and for the
-// rule's seriesQuery to find the command series in a scrape made with it.
-func stepHonorLabels(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, prom *harness.Prometheus, pc *promConfig, kongPod string) {
+// for every Prometheus to run the new configuration after a reload, and
+// for the rule's seriesQuery to find every pod's command series in a
+// scrape made with it.
+func stepHonorLabels(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, proms []*promReplica, pods []string) {
 	t.Helper()
 	const smPath = "/apis/monitoring.coreos.com/v1/namespaces/kong/servicemonitors/kong-metrics-sidecar"
 	for _, honor := range []bool{true, false} {
-		before, _ := pc.reloaded()
+		before := reloadsOf(proms)
 		patch := fmt.Sprintf(`[{"op":"replace","path":"/spec/endpoints/0/honorLabels","value":%v}]`, honor)
 		if _, err := c.Client.Discovery().RESTClient().Patch(types.JSONPatchType).AbsPath(smPath).Body([]byte(patch)).DoRaw(ctx); err != nil {
 			t.Fatalf("patching the ServiceMonitor's honorLabels to %v: %v", honor, err)
 		}
 		changed := time.Now()
 		// Prometheus prints honor_labels only when true.
-		w.waitFor(ctx, 60*time.Second, fmt.Sprintf("Prometheus reloaded with honor_labels %v from the operator's Secret", honor), func() (bool, string) {
-			n, rerr := pc.reloaded()
-			cfg, err := loadedConfig(ctx, prom.URL)
-			if err != nil {
-				return false, err.Error()
-			}
+		waitReloaded(ctx, w, proms, before, fmt.Sprintf("honor_labels %v from the operator's Secret", honor), func(cfg string) (bool, string) {
 			has := strings.Contains(cfg, "honor_labels: true")
-			return n > before && has == honor, fmt.Sprintf("%d reloads (last error %v); loaded configuration has honor_labels true: %v", n, rerr, has)
+			return has == honor, fmt.Sprintf("loaded configuration has honor_labels true: %v", has)
 		})
 		reloaded := time.Since(changed).Round(100 * time.Millisecond)
 		// A scrape after the reload: the sample's timestamp is newer.
-		w.waitFor(ctx, 60*time.Second, "a scrape with the reloaded configuration", func() (bool, string) {
-			samples, err := prom.Query(ctx, fmt.Sprintf(`time() - timestamp(up{job="kong-metrics-sidecar",pod=%q}) < %f`, kongPod, time.Since(changed).Seconds()))
-			if err != nil {
-				return false, err.Error()
-			}
-			return len(samples) == 1, fmt.Sprintf("%d fresh up samples", len(samples))
-		})
-		step3Scrape(ctx, t, w, prom, kongPod)
-		w.step("step 3b: ServiceMonitor honorLabels %v: operator rewrote the Secret, Prometheus reloaded %s after the change, and its next scrape gives the rule the same series", honor, reloaded)
+		waitFreshScrapes(ctx, w, proms, pods, changed)
+		for _, r := range proms {
+			step3Scrape(ctx, t, w, r, pods)
+		}
+		w.step("step 3b: ServiceMonitor honorLabels %v: operator rewrote the Secret, every Prometheus reloaded %s after the change, and its next scrapes give the rule the same series", honor, reloaded)
 	}
 }
 
 // stepPodMonitor applies the shipped PodMonitor beside the ServiceMonitor,
-// waits for the operator's job to be loaded after a reload and for its
-// scrape of the sidecar to give the rule's seriesQuery the command series
-// with the labels the PodMonitor's relabelings set, then deletes it again
-// (the docs say to use one monitor, not both) and waits for its job to go.
-func stepPodMonitor(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, ap *applier, prom *harness.Prometheus, pc *promConfig, kongPod string) {
+// waits for the operator's job to be loaded by every Prometheus after a
+// reload and for its scrapes of the sidecars to give the rule's
+// seriesQuery every pod's command series with the labels the PodMonitor's
+// relabelings set, then deletes it again (the docs say to use one monitor,
+// not both) and waits for its job to go.
+func stepPodMonitor(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, ap *applier, proms []*promReplica, pods []string) {
 	t.Helper()
 	const (
 		job   = "kong/kong-metrics-sidecar" // the PodMonitor's namespace/name
@@ -335,50 +422,54 @@ func stepPodMonitor(ctx context.Context, t *testing.T, w *world, c *cluster.Clus
 	if err := yaml.Unmarshal(data, &pm.Object); err != nil {
 		t.Fatalf("decoding the shipped PodMonitor: %v", err)
 	}
-	waitJob := func(want bool, before int) {
-		w.waitFor(ctx, 60*time.Second, fmt.Sprintf("Prometheus reloaded, job %s loaded: %v, the ServiceMonitor's job still there", pmJob, want), func() (bool, string) {
-			n, rerr := pc.reloaded()
-			cfg, err := loadedConfig(ctx, prom.URL)
-			if err != nil {
-				return false, err.Error()
-			}
+	jobLoaded := func(want bool) func(string) (bool, string) {
+		return func(cfg string) (bool, string) {
 			has := strings.Contains(cfg, "job_name: "+pmJob)
 			sm := strings.Contains(cfg, "job_name: serviceMonitor/kong/kong-metrics-sidecar/0")
-			return n > before && has == want && sm, fmt.Sprintf("%d reloads (last error %v); job loaded: %v; the ServiceMonitor's: %v", n, rerr, has, sm)
-		})
+			return has == want && sm, fmt.Sprintf("job %s loaded: %v; the ServiceMonitor's: %v", pmJob, has, sm)
+		}
 	}
-	before, _ := pc.reloaded()
+	before := reloadsOf(proms)
 	if err := ap.apply(ctx, &pm); err != nil {
 		t.Fatal(err)
 	}
 	applied := time.Now()
-	waitJob(true, before)
+	waitReloaded(ctx, w, proms, before, "the PodMonitor's job added, the ServiceMonitor's still there", jobLoaded(true))
 	reloaded := time.Since(applied).Round(100 * time.Millisecond)
 	cfg, err := adapter.ParseConfig(shippedAdapterConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	obs := w.waitFor(ctx, 60*time.Second, "the rule's seriesQuery finds the command series the PodMonitor's job scrapes", func() (bool, string) {
-		series, err := prom.Series(ctx, cfg.Rules[0].SeriesQuery)
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, s := range series {
-			if s["job"] == job && s["exported_service"] == "command" && s["exported_namespace"] == "kong" &&
-				s["namespace"] == "kong" && s["pod"] == kongPod && s["container"] == sidecarName && s["endpoint"] == "sidecar-metrics" {
-				return true, fmt.Sprint(s)
+	obs := w.waitFor(ctx, 60*time.Second, "the rule's seriesQuery finds every pod's command series the PodMonitor's job scrapes, in every Prometheus", func() (bool, string) {
+		var obs []string
+		done := true
+		for i, r := range proms {
+			series, err := r.Series(ctx, cfg.Rules[0].SeriesQuery)
+			if err != nil {
+				return false, err.Error()
 			}
+			found := map[string]bool{}
+			for _, s := range series {
+				if s["job"] == job && s["exported_service"] == "command" && s["exported_namespace"] == "kong" &&
+					s["namespace"] == "kong" && s["container"] == sidecarName && s["endpoint"] == "sidecar-metrics" {
+					found[s["pod"]] = true
+				}
+			}
+			for _, p := range pods {
+				done = done && found[p]
+			}
+			obs = append(obs, fmt.Sprintf("Prometheus %d: job %s has the command series of %d pods", i, job, len(found)))
 		}
-		return false, fmt.Sprintf("%d series match, none of job %s", len(series), job)
+		return done, strings.Join(obs, "; ")
 	})
-	w.step("step 3c: the shipped PodMonitor: the operator added job %s, Prometheus reloaded %s after the apply; the rule finds %s", pmJob, reloaded, obs)
+	w.step("step 3c: the shipped PodMonitor: the operator added job %s, every Prometheus reloaded %s after the apply; %s", pmJob, reloaded, obs)
 
-	before, _ = pc.reloaded()
+	before = reloadsOf(proms)
 	if err := c.Client.Discovery().RESTClient().Delete().AbsPath(pmAPI).Do(ctx).Error(); err != nil {
 		t.Fatalf("deleting the PodMonitor: %v", err)
 	}
-	waitJob(false, before)
-	w.step("step 3c passed: PodMonitor deleted, its job gone from Prometheus after a reload; the ServiceMonitor's stays")
+	waitReloaded(ctx, w, proms, before, "the PodMonitor's job gone, the ServiceMonitor's still there", jobLoaded(false))
+	w.step("step 3c passed: PodMonitor deleted, its job gone from every Prometheus after a reload; the ServiceMonitor's stays")
 }
 
 // follow renders and reloads the configuration if the Secret changed.
@@ -398,7 +489,7 @@ func (pc *promConfig) follow(ctx context.Context, secrets interface {
 	if bytes.Equal(gz, pc.last) {
 		return
 	}
-	cfg, _, err := renderPrometheusConfig(gz, pc.kubeconfig)
+	cfg, _, err := renderPrometheusConfig(gz, pc.kubeconfig, pc.pod)
 	if err == nil {
 		err = os.WriteFile(pc.file, cfg, 0o644)
 	}

@@ -195,6 +195,7 @@ func (s *Simulator) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		return
 	}
+	s.metricsFetches.Add(1)
 	// A write error means the client went away; there is no one to tell.
 	_ = s.WriteMetrics(flushWriter{w})
 }
@@ -260,4 +261,19 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(code)
 	_, _ = w.Write(append(b, '\n')) // the client may be gone
+}
+
+// MetricsFetches is how many GET /metrics the status listener has served.
+func (s *Simulator) MetricsFetches() uint64 { return s.metricsFetches.Load() }
+
+// StatsHandler returns the handler of the simulator's own counters, which
+// Kong does not have, for a listener of their own so that Kong's listeners
+// answer as Kong's: GET /stats is {"metrics_fetches":N}, the GET /metrics
+// the status listener has served.
+func (s *Simulator) StatsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]uint64{"metrics_fetches": s.MetricsFetches()})
+	})
+	return mux
 }

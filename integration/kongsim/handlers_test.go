@@ -307,6 +307,34 @@ func TestStatusEndpoints(t *testing.T) {
 	}
 }
 
+// TestMetricsFetches counts every GET /metrics, and nothing else: not a
+// HEAD, a refused POST, /status, nor the stats themselves.
+func TestMetricsFetches(t *testing.T) {
+	s := newDefault(t)
+	status, stats := s.StatusHandler(), s.StatsHandler()
+	for _, r := range []struct{ method, path string }{
+		{http.MethodGet, "/metrics"}, {http.MethodHead, "/metrics"}, {http.MethodPost, "/metrics"},
+		{http.MethodGet, "/status"}, {http.MethodGet, "/metrics"},
+	} {
+		status.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(r.method, r.path, nil))
+	}
+	for range 2 { // reading the stats counts no fetch
+		rec := httptest.NewRecorder()
+		stats.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/stats", nil))
+		if rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != `{"metrics_fetches":2}` {
+			t.Fatalf("GET /stats: %d %q, want 200 {\"metrics_fetches\":2}", rec.Code, rec.Body)
+		}
+	}
+	if got := s.MetricsFetches(); got != 2 {
+		t.Errorf("MetricsFetches() = %d, want 2", got)
+	}
+	rec := httptest.NewRecorder()
+	stats.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/stats", nil))
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /stats: %d, want 405", rec.Code)
+	}
+}
+
 // TestConcurrentRecording scrapes while requests are recorded, for -race.
 func TestConcurrentRecording(t *testing.T) {
 	s := newDefault(t)

@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -211,6 +212,10 @@ type Simulator struct {
 
 	mu      sync.Mutex // Protects traffic.
 	traffic traffic
+
+	// metricsFetches counts the GET /metrics the status listener served,
+	// for tests that count what scrapers cost Kong (StatsHandler).
+	metricsFetches atomic.Uint64
 }
 
 // traffic is what the plugin's log phase has recorded. Each series keeps

@@ -30,6 +30,17 @@ func TestLoadTestSmall(t *testing.T) {
 		t.Errorf("implausible report %+v", r)
 	}
 
+	kp, err := stack.MeasureKongPage(ctx, TypicalSelection(routes), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two rounds of a plain and a gzip request, one fetch each (the first
+	// request is for the page, so it is kept from the first fetch on), and
+	// the scrape of /metrics that reads the count.
+	if kp.IdentityBytes != kp.PageBytes || kp.GzipBytes == 0 || kp.GzipBytes >= kp.PageBytes || kp.Fetches != 5 {
+		t.Errorf("implausible Kong page report %+v", kp)
+	}
+
 	f, err := stack.MeasureFanIn(ctx, TypicalSelection(routes), "1h", 10)
 	if err != nil {
 		t.Fatal(err)

@@ -285,3 +285,67 @@ func admit(ctx context.Context, client *http.Client, url string, body []byte) (t
 	}
 	return elapsed, nil
 }
+
+// KongPageReport is Kong's page served through a sidecar at /metrics/kong,
+// against plain GETs of the same page from the same simulator, timed in
+// turn in every round, with the sidecar's memory against the page's size.
+type KongPageReport struct {
+	PageBytes int64 // Kong's page, as the plain GET reads it
+	// Medians over the rounds: the plain GET, and /metrics/kong without
+	// and with gzip; each client discards the body.
+	Direct, Identity, Gzip time.Duration
+	// What the answers weigh: the plain one is the page's size.
+	IdentityBytes, GzipBytes int64
+	// The sidecar's resident memory before the first request and its
+	// peak after them all: below PageBytes, the page was never held whole.
+	IdleRSS, PeakRSS int64
+	Fetches          float64 // upstream_fetches_total after the rounds: one per request
+}
+
+// MeasureKongPage starts a sidecar with extension and times rounds of
+// /metrics/kong against plain GETs of Kong's page.
+func (s *Stack) MeasureKongPage(ctx context.Context, extension string, rounds int) (KongPageReport, error) {
+	var r KongPageReport
+	sc, err := s.StartSidecar("kong-page", extension)
+	if err != nil {
+		return r, err
+	}
+	defer sc.Stop(5 * time.Second)
+	time.Sleep(500 * time.Millisecond) // let start-up settle before reading idle memory
+	if r.IdleRSS, _, err = Memory(sc.Pid()); err != nil {
+		return r, err
+	}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableCompression: true}}
+	defer client.CloseIdleConnections()
+	pageURL := sc.URL + "/kong"
+	var direct, identity, gzipped []time.Duration
+	for i := range rounds {
+		d, n, err := Get(ctx, client, s.StatusURL, "")
+		if err != nil {
+			return r, err
+		}
+		direct, r.PageBytes = append(direct, d), n
+		d, n, err = Get(ctx, client, pageURL, "")
+		if err != nil {
+			return r, err
+		}
+		if n != r.PageBytes {
+			return r, fmt.Errorf("round %d: /metrics/kong answered %d bytes, Kong's page is %d", i+1, n, r.PageBytes)
+		}
+		identity, r.IdentityBytes = append(identity, d), n
+		d, n, err = Get(ctx, client, pageURL, "gzip")
+		if err != nil {
+			return r, err
+		}
+		gzipped, r.GzipBytes = append(gzipped, d), n
+		s.logf("kong page round %d: direct %v, sidecar %v, sidecar gzip %v", i+1, direct[i], identity[i], gzipped[i])
+	}
+	r.Direct, r.Identity, r.Gzip = median(direct), median(identity), median(gzipped)
+	if _, r.PeakRSS, err = Memory(sc.Pid()); err != nil {
+		return r, err
+	}
+	if r.Fetches, err = ownMetric(ctx, sc.URL, "kong_metrics_sidecar_upstream_fetches_total"); err != nil {
+		return r, fmt.Errorf("kong page: reading upstream_fetches_total after the rounds: %w", err)
+	}
+	return r, nil
+}

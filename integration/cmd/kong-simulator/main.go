@@ -5,7 +5,9 @@
 // serves, such as the tutorial's GET /command/shell?cmd=sleep%200.1. With
 // -admin-listen it also serves an Admin API (GET /services, with the tags
 // the Kong Ingress Controller writes), over TLS with -admin-cert and
-// -admin-key, requiring a client certificate with -admin-client-ca.
+// -admin-key, requiring a client certificate with -admin-client-ca. With
+// -stats-listen it serves its own counters (GET /stats) on a listener of
+// their own, so that Kong's listeners answer only as Kong's do.
 package main
 
 import (
@@ -46,6 +48,7 @@ func run() int {
 	adminKey := fs.String("admin-key", "", "Admin API serving key (PEM)")
 	adminClientCA := fs.String("admin-client-ca", "", "CA file (PEM); when set, the Admin API requires a client certificate it signs")
 	adminToken := fs.String("admin-token", "", "when set, the Admin API requires it in the Kong-Admin-Token header")
+	statsListen := fs.String("stats-listen", "", "the simulator's own counters, which Kong does not have (GET /stats: {\"metrics_fetches\":N}); empty for none")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
@@ -87,6 +90,7 @@ func run() int {
 		{"status", *listen, sim.StatusHandler(), nil},
 		{"proxy", *proxyListen, sim.ProxyHandler(), nil},
 		{"admin", *adminListen, sim.AdminHandler(kongsim.AdminOptions{Token: *adminToken}), adminTLS},
+		{"stats", *statsListen, sim.StatsHandler(), nil},
 	}
 	errc := make(chan error, len(servers))
 	var started []*http.Server

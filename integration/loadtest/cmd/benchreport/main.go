@@ -1,7 +1,7 @@
 // Command benchreport turns `go test -bench` output on standard input into
 // a short Markdown report on standard output: for each benchmark its MB/s,
 // allocations and the ratios it reports (x-peer, %-of-scan, x-get,
-// x-smaller), with the machine the run came from. `make bench` runs it;
+// x-smaller, alloc/page), with the machine the run came from. `make bench` runs it;
 // docs/performance.md quotes its output.
 package main
 
@@ -29,6 +29,7 @@ var columns = []struct{ unit, heading string }{
 	{"%-of-scan", "% of scan"},
 	{"x-get", "× plain GET"},
 	{"x-smaller", "ratio"},
+	{"alloc/page", "allocated ÷ page"},
 	{"allocs/op", "allocs/op"},
 	{"B/op", "B/op"},
 }

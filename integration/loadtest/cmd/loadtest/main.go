@@ -1,6 +1,8 @@
 // Command loadtest measures the sidecar as a process on loopback and
 // prints a report: scrape time through the sidecar against a plain GET of
-// the same page, the sidecar's idle and peak memory, the upstream fetches
+// the same page, Kong's page through the sidecar (/metrics/kong) with the
+// sidecar's peak memory against the page's size, the sidecar's idle and
+// peak memory, the upstream fetches
 // that concurrent scrapes cost, and the injector's admission latency.
 //
 //	go run ./integration/loadtest/cmd/loadtest -routes 10000
@@ -77,6 +79,17 @@ func measure(ctx context.Context, w io.Writer, routes, rounds, concurrent int, i
 			r.Selection, mb(r.PageBytes), ms(r.Direct), ms(r.Identity), ratio(r.Identity, r.Direct), ms(r.Gzip), ratio(r.Gzip, r.Direct),
 			mb(r.IdentityBytes), mb(r.GzipBytes), mib(r.IdleRSS), mib(r.PeakRSS))
 	}
+
+	kp, err := stack.MeasureKongPage(ctx, loadtest.TypicalSelection(routes), rounds)
+	if err != nil {
+		return fmt.Errorf("kong page: %w", err)
+	}
+	fmt.Fprintf(w, "\nKong's page at /metrics/kong (typical selection; median of %d rounds; the plain answer is the page):\n\n", rounds)
+	fmt.Fprintln(w, "| page | plain GET | /metrics/kong | ratio | gzip | ratio | gzip answer | idle RSS | peak RSS | peak RSS ÷ page |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintf(w, "| %s | %v | %v | %.2f× | %v | %.2f× | %s | %s | %s | %.2f |\n",
+		mb(kp.PageBytes), ms(kp.Direct), ms(kp.Identity), ratio(kp.Identity, kp.Direct), ms(kp.Gzip), ratio(kp.Gzip, kp.Direct),
+		mb(kp.GzipBytes), mib(kp.IdleRSS), mib(kp.PeakRSS), float64(kp.PeakRSS)/float64(kp.PageBytes))
 
 	fmt.Fprintf(w, "\nFan-in (typical selection, a fresh sidecar each):\n\n")
 	fmt.Fprintln(w, "| SIDECAR_MIN_FETCH_INTERVAL | concurrent scrapes | of which 503, sent again | then one by one | upstream fetches | elapsed |")
