@@ -82,7 +82,10 @@ build prometheus remove_all_sd,enable_kubernetes_sd E2E_PROMETHEUS_BIN=github.co
 build prometheus-operator "" E2E_PROMETHEUS_OPERATOR_BIN=github.com/prometheus-operator/prometheus-operator/cmd/operator
 # Thanos (make e2e-scale): one binary, the sidecar beside each shard's
 # Prometheus and the query layer over them. Built only when named, so that
-# the bare script (make bins, make test) does not build it.
+# the bare script (make bins, make test) does not build it. The tags are
+# those of Thanos's own builds (.promu.yml): slicelabels, without which its
+# zero-copy label conversions read Prometheus's labels wrongly (the
+# sidecar's gRPC responses panic), and netgo.
 if [[ " ${wanted[*]} " == *" thanos "* ]]; then
-	build thanos "" E2E_THANOS_BIN=github.com/thanos-io/thanos/cmd/thanos
+	build thanos netgo,slicelabels E2E_THANOS_BIN=github.com/thanos-io/thanos/cmd/thanos
 fi

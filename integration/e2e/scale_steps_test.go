@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/md5"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -82,9 +84,13 @@ func shardConfig(raw []byte, pod string, shard, shards int, kubeconfig string) (
 	return rendered, err
 }
 
+// target is an active target's health and address (__address__, which
+// the operator's sharding hashes).
+type target struct{ health, addr string }
+
 // activeTargets maps the pods of a Prometheus's active targets in the
-// sidecar's job to their health.
-func activeTargets(ctx context.Context, promURL string) (map[string]string, error) {
+// sidecar's job to their health and address.
+func activeTargets(ctx context.Context, promURL string) (map[string]target, error) {
 	body, err := harness.Get(ctx, promURL+"/api/v1/targets?state=active")
 	if err != nil {
 		return nil, err
@@ -92,16 +98,17 @@ func activeTargets(ctx context.Context, promURL string) (map[string]string, erro
 	var resp struct {
 		Data struct {
 			ActiveTargets []struct {
-				Labels     map[string]string `json:"labels"`
-				ScrapePool string            `json:"scrapePool"`
-				Health     string            `json:"health"`
+				Labels           map[string]string `json:"labels"`
+				DiscoveredLabels map[string]string `json:"discoveredLabels"`
+				ScrapePool       string            `json:"scrapePool"`
+				Health           string            `json:"health"`
 			} `json:"activeTargets"`
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(body, &resp); err != nil {
 		return nil, fmt.Errorf("decoding /api/v1/targets: %w", err)
 	}
-	out := map[string]string{}
+	out := map[string]target{}
 	for _, at := range resp.Data.ActiveTargets {
 		if at.ScrapePool != sidecarJob {
 			continue
@@ -109,7 +116,7 @@ func activeTargets(ctx context.Context, promURL string) (map[string]string, erro
 		if _, dup := out[at.Labels["pod"]]; dup {
 			return nil, fmt.Errorf("pod %s is two active targets of %s", at.Labels["pod"], sidecarJob)
 		}
-		out[at.Labels["pod"]] = at.Health
+		out[at.Labels["pod"]] = target{at.Health, at.DiscoveredLabels["__address__"]}
 	}
 	return out, nil
 }
@@ -117,7 +124,9 @@ func activeTargets(ctx context.Context, promURL string) (map[string]string, erro
 // assertSharding waits for every Prometheus to scrape its targets and
 // checks that the replicas of a shard scrape the same pods, that the
 // shards split the fleet with no pod in both, that each has about half
-// (5 to 15 of 20), and that the reference scrapes them all.
+// (5 to 15 of 20: hashmod on 20 addresses splits them as their MD5s fall,
+// and each pod must be in the shard its address hashes to), and that the
+// reference scrapes them all.
 func assertSharding(ctx context.Context, t *testing.T, w *world, mon *monitoring, fleet []*kongPod) {
 	t.Helper()
 	all := map[string]bool{}
@@ -126,16 +135,19 @@ func assertSharding(ctx context.Context, t *testing.T, w *world, mon *monitoring
 	}
 	var summary string
 	w.waitFor(ctx, 120*time.Second, "every shard's replicas scrape the same half of the pods, all up", func() (bool, string) {
-		perShard := map[int]map[string]string{}
+		perShard := map[int]map[string]target{}
 		var counts []string
 		for _, pi := range mon.instances {
 			ts, err := activeTargets(ctx, pi.prom.URL)
 			if err != nil {
 				return false, err.Error()
 			}
-			for pod, h := range ts {
-				if h != "up" {
-					return false, fmt.Sprintf("%s: target %s is %s", pi.pod, pod, h)
+			for pod, tg := range ts {
+				if tg.health != "up" {
+					return false, fmt.Sprintf("%s: target %s is %s", pi.pod, pod, tg.health)
+				}
+				if want := hashmod(tg.addr, scaleShards); want != pi.shard {
+					t.Fatalf("%s (shard %d) scrapes %s at %s, which hashmod puts in shard %d", pi.pod, pi.shard, pod, tg.addr, want)
 				}
 			}
 			counts = append(counts, fmt.Sprintf("%s: %d", pi.pod, len(ts)))
@@ -177,7 +189,14 @@ func assertSharding(ctx context.Context, t *testing.T, w *world, mon *monitoring
 	w.step("sharding passed: %s; every pod scraped by exactly one shard, by both its replicas", summary)
 }
 
-func sameKeys(a, b map[string]string) bool {
+// hashmod is Prometheus's relabel action hashmod on one value: the last
+// 8 bytes of its MD5, big-endian, modulo the modulus.
+func hashmod(v string, modulus int) int {
+	h := md5.Sum([]byte(v))
+	return int(binary.BigEndian.Uint64(h[8:]) % uint64(modulus))
+}
+
+func sameKeys(a, b map[string]target) bool {
 	if len(a) != len(b) {
 		return false
 	}

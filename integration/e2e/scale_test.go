@@ -168,7 +168,8 @@ type kongPod struct {
 // startFleet waits for the Kong Deployment's pods, each stored with the
 // injected sidecar and given an address, and runs a simulator (Kong's
 // fixture services: kong/command, which the extension selects, and
-// default/billing and default/echo, which it does not) and the sidecar, with
+// default/billing and default/echo, which it does not, and 100 generated
+// routes with traffic, so that Kong's page is a gateway's) and the sidecar, with
 // the injected environment, for each. The ConfigMap the sidecars mount is
 // projected once into a directory they share.
 func startFleet(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, own map[string]string, sidecarPort, dir string, logger *slog.Logger) []*kongPod {
@@ -228,7 +229,7 @@ func startFleet(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster,
 			t.Fatalf("SIDECAR_CONFIG_FILE %q is not in the ConfigMap mount %s", cfgFile, mountPath)
 		}
 		proxyAddr, statusAddr := freeAddr(t), freeAddr(t)
-		sim, err := harness.Start("kong-simulator-"+pod.Name, own["kong-simulator"], []string{"-proxy-listen", proxyAddr, "-listen", statusAddr, "-services", "fixture"}, nil)
+		sim, err := harness.Start("kong-simulator-"+pod.Name, own["kong-simulator"], []string{"-proxy-listen", proxyAddr, "-listen", statusAddr, "-services", "fixture", "-routes", "100"}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
