@@ -538,6 +538,30 @@ func stepShardOutage(ctx context.Context, t *testing.T, w *world, c *cluster.Clu
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What shard 0 alone would answer (its pods only, on the reference),
+	// against the answer from every pod: what a partial response would
+	// have served.
+	var pods []string
+	for _, pi := range mon.instances {
+		if pi.shard == 0 {
+			ts, err := activeTargets(ctx, pi.prom.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for pod := range ts {
+				pods = append(pods, pod)
+			}
+			break
+		}
+	}
+	sort.Strings(pods)
+	partialQ := strings.ReplaceAll(q, commandMatchers+"}", commandMatchers+`,pod=~"`+strings.Join(pods, "|")+`"}`)
+	whole, ok1, err1 := instantQuery(ctx, mon.reference.URL, q, time.Now(), "")
+	partial, ok2, err2 := instantQuery(ctx, mon.reference.URL, partialQ, time.Now(), "")
+	if !ok1 || !ok2 || err1 != nil || err2 != nil {
+		t.Fatalf("the reference's whole and shard-0 answers: %v %v %v %v", ok1, ok2, err1, err2)
+	}
+	w.step("outage: before it, every pod gives %.2f ms, shard 0's %d pods alone %.2f ms (%.1f%% off): what a partial response would serve", whole, len(pods), partial, 100*math.Abs(partial-whole)/whole)
 	var down []*promInstance
 	for _, pi := range mon.instances {
 		if pi.shard == 1 {
@@ -551,8 +575,9 @@ func stepShardOutage(ctx context.Context, t *testing.T, w *world, c *cluster.Clu
 	for time.Since(stopped) < 45*time.Second {
 		if _, _, err := instantQuery(ctx, mon.query.URL, q, time.Now(), ""); err != nil {
 			thanosFailed++
-			if firstErr == "" {
-				firstErr = err.Error()
+			if e := err.Error(); firstErr == "" {
+				// The URL is long; the reason is at the end.
+				firstErr = e[max(0, len(e)-200):]
 			}
 		}
 		list, code, err := customMetric(ctx, c)

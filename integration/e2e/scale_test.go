@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -119,7 +120,7 @@ func TestScale(t *testing.T) {
 
 	fleet := startFleet(ctx, t, w, c, own, sidecarPort, filepath.Join(dir, "fleet"), logger)
 	mon := startShardedMonitoring(ctx, t, w, c, third["E2E_PROMETHEUS_BIN"], third["E2E_THANOS_BIN"], filepath.Join(dir, "monitoring"))
-	tr := startFleetTraffic(ctx, fleet, "0.1")
+	tr := startFleetTraffic(ctx, fleet, 0.1)
 	t.Cleanup(tr.stop)
 
 	assertSharding(ctx, t, w, mon, fleet)
@@ -133,7 +134,7 @@ func TestScale(t *testing.T) {
 	stepShardOutage(ctx, t, w, c, mon)
 
 	tr.stop()
-	tr = startFleetTraffic(ctx, fleet, "0")
+	tr = startFleetTraffic(ctx, fleet, 0)
 	t.Cleanup(tr.stop)
 	scaleTo(ctx, t, w, c, 1, "All metrics below target", 180*time.Second)
 	w.step("HPA: at sleep 0 command scaled back to 1 through Thanos")
@@ -228,7 +229,9 @@ func startFleet(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster,
 		if !strings.HasPrefix(cfgFile, mountPath+"/") {
 			t.Fatalf("SIDECAR_CONFIG_FILE %q is not in the ConfigMap mount %s", cfgFile, mountPath)
 		}
-		proxyAddr, statusAddr := freeAddr(t), freeAddr(t)
+		// Kong's ports (kong.yaml) on the pod's own address: free, as in a
+		// pod, however many pods run.
+		proxyAddr, statusAddr := pod.Status.PodIP+":8000", pod.Status.PodIP+":8100"
 		sim, err := harness.Start("kong-simulator-"+pod.Name, own["kong-simulator"], []string{"-proxy-listen", proxyAddr, "-listen", statusAddr, "-services", "fixture", "-routes", "100"}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -269,11 +272,14 @@ type fleetTraffic struct {
 	done   chan struct{}
 }
 
-// startFleetTraffic sends the tutorial's request to every pod in turn at
-// the given delay, one loop per pod paced at 20 requests per second at
-// most, and a request to default/billing (not selected) every 200ms per
-// pod, so that the page carries series the extension drops.
-func startFleetTraffic(ctx context.Context, fleet []*kongPod, delay string) *fleetTraffic {
+// startFleetTraffic sends the tutorial's request to every pod, one loop
+// per pod with a pause of 50ms between requests, at a delay that differs
+// from pod to pod, from 0.6 to 1.4 times delay (about delay on average,
+// weighted by the requests), so that an answer from some of the pods only
+// is not the answer from all of them; and a request to default/billing
+// (not selected) every 200ms per pod, so that the page carries series the
+// extension drops.
+func startFleetTraffic(ctx context.Context, fleet []*kongPod, delay float64) *fleetTraffic {
 	ctx, cancel := context.WithCancel(ctx)
 	tr := &fleetTraffic{cancel: cancel, done: make(chan struct{})}
 	loops := make(chan struct{}, 2*len(fleet))
@@ -287,8 +293,9 @@ func startFleetTraffic(ctx context.Context, fleet []*kongPod, delay string) *fle
 			}
 		}
 	}
-	for _, kp := range fleet {
-		go loop(kp.proxyURL+"/command/shell?cmd=sleep%20"+delay, 50*time.Millisecond)
+	for i, kp := range fleet {
+		d := delay * (0.6 + 0.8*float64(i)/float64(max(len(fleet)-1, 1)))
+		go loop(kp.proxyURL+"/command/shell?cmd=sleep%20"+strconv.FormatFloat(d, 'f', 3, 64), 50*time.Millisecond)
 		go loop(kp.proxyURL+"/billing/invoices", 200*time.Millisecond)
 	}
 	go func() {
