@@ -40,6 +40,12 @@ const (
 	commandMatchers = `exported_namespace="kong",exported_service="command"`
 )
 
+// TestScale is the scale scenario (make e2e-scale; docs/performance.md):
+// the tutorial's custom metric and HPA with scaleKongPods Kong pods and the
+// Prometheus resource at shards × replicas with a Thanos sidecar, read
+// through Thanos Query, checked against one Prometheus that scrapes every
+// pod, with a shard stopped for a while; it prints the figures the docs
+// quote. Behind the e2escale build tag, so that make e2e leaves it out.
 func TestScale(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 18*time.Minute)
 	defer cancel()
@@ -329,6 +335,7 @@ type promInstance struct {
 // single reference Prometheus that scrapes every pod.
 type monitoring struct {
 	instances []*promInstance
+	started   time.Time           // when the first Prometheus started scraping
 	query     *harness.Prometheus // Thanos Query's HTTP API
 	reference *harness.Prometheus
 }
@@ -378,7 +385,7 @@ func startShardedMonitoring(ctx context.Context, t *testing.T, w *world, c *clus
 	if !strings.Contains(string(raw), replicaLabel+": $(POD_NAME)") {
 		t.Fatalf("the operator's configuration has no external label %s: $(POD_NAME):\n%s", replicaLabel, raw)
 	}
-	mon := &monitoring{}
+	mon := &monitoring{started: time.Now()}
 	var endpoints []string
 	for shard := range scaleShards {
 		for replica := range scaleReplicas {
