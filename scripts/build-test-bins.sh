@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the third-party servers the tests run (etcd, kube-apiserver,
-# kube-controller-manager, Prometheus 3, Prometheus Operator, KEDA) from the Go
-# modules under integration/e2e/bins, into a cache outside the work tree:
+# kube-controller-manager, Prometheus 3, Prometheus Operator, KEDA, and Thanos
+# for make e2e-scale) from the Go modules under integration/e2e/bins, into a
+# cache outside the work tree:
 #
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/kong-metrics-sidecar/e2e-bin/<module>-<key>/
 #
@@ -13,8 +14,9 @@
 #   eval "$(scripts/build-test-bins.sh prometheus)"  # E2E_PROMETHEUS_BIN only
 #
 # Arguments name the modules to build (etcd, kubernetes, prometheus,
-# prometheus-operator, keda); none means all. Build output goes to stderr. Needs Go and the module proxy, no
-# root. Safe to run concurrently (flock).
+# prometheus-operator, keda, thanos); none means all but thanos, which is
+# built only when named. Build output goes to stderr. Needs Go and the
+# module proxy, no root. Safe to run concurrently (flock).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -87,3 +89,12 @@ build prometheus-operator "" E2E_PROMETHEUS_OPERATOR_BIN=github.com/prometheus-o
 build keda "" \
 	E2E_KEDA_OPERATOR_BIN=github.com/kedacore/keda/v2/cmd/operator \
 	E2E_KEDA_ADAPTER_BIN=github.com/kedacore/keda/v2/cmd/adapter
+# Thanos (make e2e-scale): one binary, the sidecar beside each shard's
+# Prometheus and the query layer over them. Built only when named, so that
+# the bare script (make bins, make test) does not build it. The tags are
+# those of Thanos's own builds (.promu.yml): slicelabels, without which its
+# zero-copy label conversions read Prometheus's labels wrongly (the
+# sidecar's gRPC responses panic), and netgo.
+if [[ " ${wanted[*]} " == *" thanos "* ]]; then
+	build thanos netgo,slicelabels E2E_THANOS_BIN=github.com/thanos-io/thanos/cmd/thanos
+fi

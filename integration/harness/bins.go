@@ -22,11 +22,13 @@ var binVars = map[string][]string{
 	"prometheus-operator": {"E2E_PROMETHEUS_OPERATOR_BIN"},
 	// KEDA's module also carries its CRDs and RBAC (config/) in the module cache.
 	"keda": {"E2E_KEDA_OPERATOR_BIN", "E2E_KEDA_ADAPTER_BIN"},
+	// Thanos sidecar and query, for the scale scenario (make e2e-scale).
+	"thanos": {"E2E_THANOS_BIN"},
 }
 
 // ThirdPartyBinaries returns the paths of the third-party servers that the
 // named modules of integration/e2e/bins build (etcd, kubernetes,
-// prometheus, prometheus-operator, keda), by their E2E_*_BIN names: from the
+// prometheus, prometheus-operator, keda, thanos), by their E2E_*_BIN names: from the
 // environment where set there (make sets them), else from scripts/build-test-bins.sh, which builds
 // them into its cache on first use and only prints their paths after that.
 func ThirdPartyBinaries(ctx context.Context, modules ...string) (map[string]string, error) {
