@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"log/slog"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -16,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	emv1beta1 "k8s.io/metrics/pkg/apis/external_metrics/v1beta1"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/fakekubelet"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 )
@@ -51,51 +48,18 @@ func TestKEDA(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
 	defer cancel()
 	modules := []string{"etcd", "kubernetes", "prometheus", "prometheus-operator", "keda"}
-	if !inNetns() {
-		runInNetns(ctx, t, modules...)
-		return
+	tb := startTestbed(ctx, t, modules...)
+	if tb == nil {
+		return // it ran in its own network namespace
 	}
-	if err := setUpNetns(ctx); err != nil {
-		t.Fatal(err)
-	}
-	w := newWorld(t)
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	dir := t.TempDir()
-
-	third, err := harness.ThirdPartyBinaries(ctx, modules...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crds, err := operatorCRDFiles(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, logger, dir, third, own, crds := tb.w, tb.logger, tb.dir, tb.third, tb.own, tb.crds
 	kedaDir, err := kedaModuleDir(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	own, err := harness.Binaries(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.step("binaries ready (KEDA %s from %s)", third["E2E_KEDA_OPERATOR_BIN"], kedaDir)
 
-	c, err := cluster.Start(ctx, cluster.Options{
-		Dir: filepath.Join(dir, "cluster"),
-		Bins: cluster.Binaries{
-			Etcd:              third["E2E_ETCD_BIN"],
-			APIServer:         third["E2E_KUBE_APISERVER_BIN"],
-			ControllerManager: third["E2E_KUBE_CONTROLLER_MANAGER_BIN"],
-		},
-		HPASyncPeriod: 2 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range c.Processes() {
-		w.started(p)
-	}
-	w.step("control plane ready at %s", c.URL)
+	c := tb.startControlPlane(ctx, t)
 	kctx, kstop := context.WithCancel(ctx)
 	t.Cleanup(kstop)
 

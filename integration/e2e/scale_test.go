@@ -50,51 +50,18 @@ func TestScale(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 18*time.Minute)
 	defer cancel()
 	modules := []string{"etcd", "kubernetes", "prometheus", "prometheus-operator", "thanos"}
-	if !inNetns() {
-		runInNetns(ctx, t, modules...)
-		return
+	tb := startTestbed(ctx, t, modules...)
+	if tb == nil {
+		return // it ran in its own network namespace
 	}
-	if err := setUpNetns(ctx); err != nil {
-		t.Fatal(err)
-	}
-	w := newWorld(t)
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	dir := t.TempDir()
-
-	third, err := harness.ThirdPartyBinaries(ctx, modules...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crds, err := operatorCRDFiles(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	own, err := harness.Binaries(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, logger, dir, third, own, crds := tb.w, tb.logger, tb.dir, tb.third, tb.own, tb.crds
 	adapterBin, adapterName, err := adapterBinary(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.step("binaries ready (custom metrics: %s; thanos %s)", adapterName, third["E2E_THANOS_BIN"])
 
-	c, err := cluster.Start(ctx, cluster.Options{
-		Dir: filepath.Join(dir, "cluster"),
-		Bins: cluster.Binaries{
-			Etcd:              third["E2E_ETCD_BIN"],
-			APIServer:         third["E2E_KUBE_APISERVER_BIN"],
-			ControllerManager: third["E2E_KUBE_CONTROLLER_MANAGER_BIN"],
-		},
-		HPASyncPeriod: 2 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range c.Processes() {
-		w.started(p)
-	}
-	w.step("control plane ready at %s", c.URL)
+	c := tb.startControlPlane(ctx, t)
 	kctx, kstop := context.WithCancel(ctx)
 	t.Cleanup(kstop)
 

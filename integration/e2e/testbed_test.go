@@ -1,0 +1,81 @@
+package e2e_test
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+)
+
+// testbed is what every scenario (TestTutorial, TestKEDA, TestScale)
+// starts from: the test in its own network namespace, its timeline, the
+// binaries and Prometheus Operator's CRD files.
+type testbed struct {
+	w      *world
+	logger *slog.Logger
+	dir    string
+	// third are the third-party servers by E2E_*_BIN name, own the
+	// project's programs by name.
+	third, own map[string]string
+	crds       []string
+}
+
+// startTestbed resolves the binaries of modules (scripts/build-test-bins.sh
+// builds what is missing) and the project's own. Outside its network
+// namespace it runs the test again inside one (netns_test.go) and returns
+// nil: the caller then returns at once.
+func startTestbed(ctx context.Context, t *testing.T, modules ...string) *testbed {
+	t.Helper()
+	if !inNetns() {
+		runInNetns(ctx, t, modules...)
+		return nil
+	}
+	if err := setUpNetns(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tb := &testbed{
+		w:      newWorld(t),
+		logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		dir:    t.TempDir(),
+	}
+	var err error
+	if tb.third, err = harness.ThirdPartyBinaries(ctx, modules...); err != nil {
+		t.Fatal(err)
+	}
+	if tb.crds, err = operatorCRDFiles(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if tb.own, err = harness.Binaries(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+// startControlPlane starts etcd, kube-apiserver and kube-controller-manager
+// (the HPA controller every 2 s) and puts them on the timeline, which
+// stops them in reverse: the API server before etcd.
+func (tb *testbed) startControlPlane(ctx context.Context, t *testing.T) *cluster.Cluster {
+	t.Helper()
+	c, err := cluster.Start(ctx, cluster.Options{
+		Dir: filepath.Join(tb.dir, "cluster"),
+		Bins: cluster.Binaries{
+			Etcd:              tb.third["E2E_ETCD_BIN"],
+			APIServer:         tb.third["E2E_KUBE_APISERVER_BIN"],
+			ControllerManager: tb.third["E2E_KUBE_CONTROLLER_MANAGER_BIN"],
+		},
+		HPASyncPeriod: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range c.Processes() {
+		tb.w.started(p)
+	}
+	tb.w.step("control plane ready at %s", c.URL)
+	return c
+}
