@@ -78,6 +78,12 @@ resources:
   patch: |-
     - {op: replace, path: /spec/ports/0/port, value: ` + adp + `}
 `
+	return buildKustomization(dir, k)
+}
+
+// buildKustomization writes kustomization k into dir and builds it, with
+// no load restrictions (it names directories outside dir).
+func buildKustomization(dir, k string) ([]*unstructured.Unstructured, error) {
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		return nil, err
 	}

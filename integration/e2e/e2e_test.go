@@ -526,21 +526,7 @@ func step6Reload(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster
 		pids[k.name] = k.sidecar.Pid()
 	}
 
-	cms := c.Client.CoreV1().ConfigMaps("kong")
-	cm, err := cms.Get(ctx, "kong-metrics-sidecar", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := cm.Data["config.yaml"]
-	updated := strings.Replace(old, "- name: command", "- name: not-command", 1)
-	if updated == old {
-		t.Fatalf("config.yaml does not select command as expected:\n%s", old)
-	}
-	cm.Data["config.yaml"] = updated
-	cm, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cm := deselectCommand(ctx, t, c)
 	updatedAt := time.Now()
 	for _, k := range pods {
 		for rv := ""; rv != cm.ResourceVersion; {
@@ -597,4 +583,27 @@ func servingCert(t *testing.T, c *cluster.Cluster, dir, dnsName string) (certFil
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// deselectCommand updates the sidecar's ConfigMap so that the extension
+// selects Service not-command instead of command, and returns the stored
+// ConfigMap.
+func deselectCommand(ctx context.Context, t *testing.T, c *cluster.Cluster) *corev1.ConfigMap {
+	t.Helper()
+	cms := c.Client.CoreV1().ConfigMaps("kong")
+	cm, err := cms.Get(ctx, "kong-metrics-sidecar", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := cm.Data["config.yaml"]
+	updated := strings.Replace(old, "- name: command", "- name: not-command", 1)
+	if updated == old {
+		t.Fatalf("config.yaml does not select command as expected:\n%s", old)
+	}
+	cm.Data["config.yaml"] = updated
+	cm, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cm
 }

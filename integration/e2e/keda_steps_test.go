@@ -29,9 +29,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	emv1beta1 "k8s.io/metrics/pkg/apis/external_metrics/v1beta1"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/api/types"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
@@ -115,22 +112,9 @@ patches:
   patch: |-
     - {op: replace, path: /spec/triggers/0/metadata/serverAddress, value: "` + promURL + `"}
 `
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
-		return nil, err
-	}
-	opts := krusty.MakeDefaultOptions()
-	opts.LoadRestrictions = types.LoadRestrictionsNone
-	resMap, err := krusty.MakeKustomizer(opts).Run(filesys.MakeFsOnDisk(), dir)
+	objs, err := buildKustomization(dir, k)
 	if err != nil {
-		return nil, fmt.Errorf("kustomize build of KEDA's config and manifests/examples/keda: %w", err)
-	}
-	var objs []*unstructured.Unstructured
-	for _, r := range resMap.Resources() {
-		m, err := r.Map()
-		if err != nil {
-			return nil, fmt.Errorf("kustomize build: %s: %w", r.CurId(), err)
-		}
-		objs = append(objs, &unstructured.Unstructured{Object: m})
+		return nil, fmt.Errorf("KEDA's config and manifests/examples/keda: %w", err)
 	}
 	return objs, nil
 }
@@ -399,20 +383,7 @@ func kedaStep5(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, 
 	t.Helper()
 	before := snapshot(kedaEvents(ctx, t, c))
 	warnings := warningEvents(ctx, t, c)
-	cms := c.Client.CoreV1().ConfigMaps("kong")
-	cm, err := cms.Get(ctx, "kong-metrics-sidecar", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := cm.Data["config.yaml"]
-	updated := strings.Replace(old, "- name: command", "- name: not-command", 1)
-	if updated == old {
-		t.Fatalf("config.yaml does not select command as expected:\n%s", old)
-	}
-	cm.Data["config.yaml"] = updated
-	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	deselectCommand(ctx, t, c)
 	updatedAt := time.Now()
 	w.waitFor(ctx, 60*time.Second, "every sidecar stops exporting command", func() (bool, string) {
 		pods := dp.running()
