@@ -31,7 +31,6 @@ import (
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/adapter"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/fakekubelet"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 )
 
@@ -74,10 +73,6 @@ func TestTutorial(t *testing.T) {
 	w.step("binaries ready (custom metrics: %s)", adapterName)
 
 	c := tb.startControlPlane(ctx, t)
-	client := c.Client
-
-	kctx, kstop := context.WithCancel(ctx)
-	t.Cleanup(kstop)
 
 	// Ports and certificates of the processes the API server calls.
 	injectorAddr, adapterAddr := freeAddr(t), freeAddr(t)
@@ -86,16 +81,7 @@ func TestTutorial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The kubelet stand-in: command and Kong pods Running and Ready, each
-	// with an address of its own in podCIDR, on which the port the shipped
-	// Service sends Prometheus to is free.
-	sidecarPort := sidecarTargetPort(t, objs)
-	addrs := podAddresses(sidecarPort)
-	for _, sel := range []string{"app=command", "app=kong"} {
-		if err := fakekubelet.RunPods(kctx, client, "kong", sel, addrs, logger); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sidecarPort := tb.runKubelet(ctx, t, c, objs)
 
 	// --- The injector, as the shipped Deployment configures it.
 	injector := startInjector(t, w, c, objs, own["kong-metrics-injector"], injectorAddr, filepath.Join(dir, "injector"))

@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	emv1beta1 "k8s.io/metrics/pkg/apis/external_metrics/v1beta1"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/fakekubelet"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 )
 
@@ -60,8 +59,6 @@ func TestKEDA(t *testing.T) {
 	w.step("binaries ready (KEDA %s from %s)", third["E2E_KEDA_OPERATOR_BIN"], kedaDir)
 
 	c := tb.startControlPlane(ctx, t)
-	kctx, kstop := context.WithCancel(ctx)
-	t.Cleanup(kstop)
 
 	// The tutorial's objects as TestTutorial applies them, without the
 	// tutorial's HPA and prometheus-adapter's APIServices: no adapter runs.
@@ -90,13 +87,7 @@ func TestKEDA(t *testing.T) {
 	if len(objs) != len(all)-3 {
 		t.Fatalf("the tutorial's build should hold one HPA command and two APIServices (custom.metrics.k8s.io v1beta1, v1beta2); dropped %d objects", len(all)-len(objs))
 	}
-	sidecarPort := sidecarTargetPort(t, objs)
-	addrs := podAddresses(sidecarPort)
-	for _, sel := range []string{"app=command", "app=kong"} {
-		if err := fakekubelet.RunPods(kctx, c.Client, "kong", sel, addrs, logger); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sidecarPort := tb.runKubelet(ctx, t, c, objs)
 	startInjector(t, w, c, objs, own["kong-metrics-injector"], injectorAddr, filepath.Join(dir, "injector"))
 	ap, err := newApplier(c.Admin)
 	if err != nil {

@@ -62,8 +62,6 @@ func TestScale(t *testing.T) {
 	w.step("binaries ready (custom metrics: %s; thanos %s)", adapterName, third["E2E_THANOS_BIN"])
 
 	c := tb.startControlPlane(ctx, t)
-	kctx, kstop := context.WithCancel(ctx)
-	t.Cleanup(kstop)
 
 	injectorAddr, adapterAddr := freeAddr(t), freeAddr(t)
 	vals := runtimeValues{caPEM: c.CA.CertPEM, injectorPort: port(t, injectorAddr), adapterPort: port(t, adapterAddr), operatorCRDs: crds}
@@ -71,13 +69,7 @@ func TestScale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sidecarPort := sidecarTargetPort(t, objs)
-	addrs := podAddresses(sidecarPort)
-	for _, sel := range []string{"app=command", "app=kong"} {
-		if err := fakekubelet.RunPods(kctx, c.Client, "kong", sel, addrs, logger); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sidecarPort := tb.runKubelet(ctx, t, c, objs)
 	startInjector(t, w, c, objs, own["kong-metrics-injector"], injectorAddr, filepath.Join(dir, "injector"))
 	ap, err := newApplier(c.Admin)
 	if err != nil {

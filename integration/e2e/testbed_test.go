@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/fakekubelet"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 )
 
@@ -78,4 +81,22 @@ func (tb *testbed) startControlPlane(ctx context.Context, t *testing.T) *cluster
 	}
 	tb.w.step("control plane ready at %s", c.URL)
 	return c
+}
+
+// runKubelet starts the kubelet stand-in for the rest of the test: the
+// command and Kong pods of namespace kong Running and Ready, each with an
+// address of its own in podCIDR on which the port the shipped Service of
+// objs sends Prometheus to is free. It returns that port.
+func (tb *testbed) runKubelet(ctx context.Context, t *testing.T, c *cluster.Cluster, objs []*unstructured.Unstructured) string {
+	t.Helper()
+	ctx, stop := context.WithCancel(ctx)
+	t.Cleanup(stop)
+	sidecarPort := sidecarTargetPort(t, objs)
+	addrs := podAddresses(sidecarPort)
+	for _, sel := range []string{"app=command", "app=kong"} {
+		if err := fakekubelet.RunPods(ctx, c.Client, "kong", sel, addrs, tb.logger); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return sidecarPort
 }
