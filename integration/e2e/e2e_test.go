@@ -65,7 +65,7 @@ func TestTutorial(t *testing.T) {
 	if tb == nil {
 		return // it ran in its own network namespace
 	}
-	w, logger, dir, third, own, crds := tb.w, tb.logger, tb.dir, tb.third, tb.own, tb.crds
+	w, logger, dir, third, own := tb.w, tb.logger, tb.dir, tb.third, tb.own
 	adapterBin, adapterName, err := adapterBinary(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -74,13 +74,7 @@ func TestTutorial(t *testing.T) {
 
 	c := tb.startControlPlane(ctx, t)
 
-	// Ports and certificates of the processes the API server calls.
-	injectorAddr, adapterAddr := freeAddr(t), freeAddr(t)
-	vals := runtimeValues{caPEM: c.CA.CertPEM, injectorPort: port(t, injectorAddr), adapterPort: port(t, adapterAddr), operatorCRDs: crds}
-	objs, err := kustomizeBuild(filepath.Join(dir, "kustomize"), vals)
-	if err != nil {
-		t.Fatal(err)
-	}
+	objs, injectorAddr, adapterAddr := tb.buildTutorial(t, c)
 	sidecarPort := tb.runKubelet(ctx, t, c, objs)
 
 	// --- The injector, as the shipped Deployment configures it.

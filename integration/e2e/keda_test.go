@@ -51,7 +51,7 @@ func TestKEDA(t *testing.T) {
 	if tb == nil {
 		return // it ran in its own network namespace
 	}
-	w, logger, dir, third, own, crds := tb.w, tb.logger, tb.dir, tb.third, tb.own, tb.crds
+	w, logger, dir, third, own := tb.w, tb.logger, tb.dir, tb.third, tb.own
 	kedaDir, err := kedaModuleDir(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -62,11 +62,7 @@ func TestKEDA(t *testing.T) {
 
 	// The tutorial's objects as TestTutorial applies them, without the
 	// tutorial's HPA and prometheus-adapter's APIServices: no adapter runs.
-	injectorAddr := freeAddr(t)
-	all, err := kustomizeBuild(filepath.Join(dir, "kustomize"), runtimeValues{caPEM: c.CA.CertPEM, injectorPort: port(t, injectorAddr), adapterPort: port(t, freeAddr(t)), operatorCRDs: crds})
-	if err != nil {
-		t.Fatal(err)
-	}
+	all, injectorAddr, _ := tb.buildTutorial(t, c)
 	tutorialHPA, err := find(all, "HorizontalPodAutoscaler", "command")
 	if err != nil {
 		t.Fatal(err)

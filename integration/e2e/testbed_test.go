@@ -100,3 +100,18 @@ func (tb *testbed) runKubelet(ctx context.Context, t *testing.T, c *cluster.Clus
 	}
 	return sidecarPort
 }
+
+// buildTutorial builds the tutorial's kustomization with this run's
+// values: the control plane's CA, Prometheus Operator's CRDs, and a free
+// address each for the injector and the custom metrics adapter, which it
+// returns with the objects.
+func (tb *testbed) buildTutorial(t *testing.T, c *cluster.Cluster) (objs []*unstructured.Unstructured, injectorAddr, adapterAddr string) {
+	t.Helper()
+	injectorAddr, adapterAddr = freeAddr(t), freeAddr(t)
+	vals := runtimeValues{caPEM: c.CA.CertPEM, injectorPort: port(t, injectorAddr), adapterPort: port(t, adapterAddr), operatorCRDs: tb.crds}
+	objs, err := kustomizeBuild(filepath.Join(tb.dir, "kustomize"), vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return objs, injectorAddr, adapterAddr
+}
