@@ -23,31 +23,27 @@ import (
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 )
 
-// ScrapeReport compares scrapes through one sidecar with plain GETs of the
-// same page from the same simulator, timed in turn in every round.
-type ScrapeReport struct {
-	Selection string
+// Rounds times requests through one sidecar against plain GETs of Kong's
+// page from the same simulator, in turn in every round.
+type Rounds struct {
 	PageBytes int64 // Kong's page, as the plain GET reads it
-	// Medians over the rounds: the plain GET, and scrapes through the
-	// sidecar without and with gzip; each client discards the body.
+	// Medians over the rounds: the plain GET, and the sidecar's answers
+	// without and with gzip; each client discards the body.
 	Direct, Identity, Gzip time.Duration
 	// What the sidecar's answers weigh.
 	IdentityBytes, GzipBytes int64
-	// The sidecar's resident memory: before the first scrape (VmRSS) and
-	// its peak after them all (VmHWM).
+	// The sidecar's resident memory: before the first request (VmRSS)
+	// and its peak after them all (VmHWM).
 	IdleRSS, PeakRSS int64
 }
 
-// MeasureScrapes starts a sidecar with extension and times rounds of
-// scrapes against plain GETs.
-func (s *Stack) MeasureScrapes(ctx context.Context, selection, extension string, rounds int) (ScrapeReport, error) {
-	r := ScrapeReport{Selection: selection}
-	sc, err := s.StartSidecar(selection, extension)
-	if err != nil {
-		return r, err
-	}
-	defer sc.Stop(5 * time.Second)
+// timeRounds runs rounds of a plain GET of Kong's page and GETs of url
+// (one of sc's), identity then gzip; check, when set, sees each round's
+// page and identity answer sizes.
+func (s *Stack) timeRounds(ctx context.Context, sc *Sidecar, url, label string, rounds int, check func(round int, page, identity int64) error) (Rounds, error) {
+	var r Rounds
 	time.Sleep(500 * time.Millisecond) // let start-up settle before reading idle memory
+	var err error
 	if r.IdleRSS, _, err = Memory(sc.Pid()); err != nil {
 		return r, err
 	}
@@ -60,20 +56,47 @@ func (s *Stack) MeasureScrapes(ctx context.Context, selection, extension string,
 			return r, err
 		}
 		direct, r.PageBytes = append(direct, d), n
-		d, n, err = Get(ctx, client, sc.URL, "")
+		d, n, err = Get(ctx, client, url, "")
 		if err != nil {
 			return r, err
 		}
+		if check != nil {
+			if err := check(i+1, r.PageBytes, n); err != nil {
+				return r, err
+			}
+		}
 		identity, r.IdentityBytes = append(identity, d), n
-		d, n, err = Get(ctx, client, sc.URL, "gzip")
+		d, n, err = Get(ctx, client, url, "gzip")
 		if err != nil {
 			return r, err
 		}
 		gzipped, r.GzipBytes = append(gzipped, d), n
-		s.logf("%s round %d: direct %v, sidecar %v, sidecar gzip %v", selection, i+1, direct[i], identity[i], gzipped[i])
+		s.logf("%s round %d: direct %v, sidecar %v, sidecar gzip %v", label, i+1, direct[i], identity[i], gzipped[i])
 	}
 	r.Direct, r.Identity, r.Gzip = median(direct), median(identity), median(gzipped)
 	if _, r.PeakRSS, err = Memory(sc.Pid()); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// ScrapeReport compares scrapes through one sidecar with plain GETs of the
+// same page.
+type ScrapeReport struct {
+	Selection string
+	Rounds
+}
+
+// MeasureScrapes starts a sidecar with extension and times rounds of
+// scrapes against plain GETs.
+func (s *Stack) MeasureScrapes(ctx context.Context, selection, extension string, rounds int) (ScrapeReport, error) {
+	r := ScrapeReport{Selection: selection}
+	sc, err := s.StartSidecar(selection, extension)
+	if err != nil {
+		return r, err
+	}
+	defer sc.Stop(5 * time.Second)
+	if r.Rounds, err = s.timeRounds(ctx, sc, sc.URL, selection, rounds, nil); err != nil {
 		return r, err
 	}
 	up, err := ownMetric(ctx, sc.URL, "kong_metrics_sidecar_upstream_up")
@@ -287,19 +310,12 @@ func admit(ctx context.Context, client *http.Client, url string, body []byte) (t
 }
 
 // KongPageReport is Kong's page served through a sidecar at /metrics/kong,
-// against plain GETs of the same page from the same simulator, timed in
-// turn in every round, with the sidecar's memory against the page's size.
+// against plain GETs of the same page: the identity answer weighs the
+// page's size, and a PeakRSS below PageBytes means the page was never
+// held whole.
 type KongPageReport struct {
-	PageBytes int64 // Kong's page, as the plain GET reads it
-	// Medians over the rounds: the plain GET, and /metrics/kong without
-	// and with gzip; each client discards the body.
-	Direct, Identity, Gzip time.Duration
-	// What the answers weigh: the plain one is the page's size.
-	IdentityBytes, GzipBytes int64
-	// The sidecar's resident memory before the first request and its
-	// peak after them all: below PageBytes, the page was never held whole.
-	IdleRSS, PeakRSS int64
-	Fetches          float64 // upstream_fetches_total after the rounds: one per request
+	Rounds
+	Fetches float64 // upstream_fetches_total after the rounds: one per request
 }
 
 // MeasureKongPage starts a sidecar with extension and times rounds of
@@ -311,37 +327,13 @@ func (s *Stack) MeasureKongPage(ctx context.Context, extension string, rounds in
 		return r, err
 	}
 	defer sc.Stop(5 * time.Second)
-	time.Sleep(500 * time.Millisecond) // let start-up settle before reading idle memory
-	if r.IdleRSS, _, err = Memory(sc.Pid()); err != nil {
-		return r, err
+	samePage := func(round int, page, identity int64) error {
+		if identity != page {
+			return fmt.Errorf("round %d: /metrics/kong answered %d bytes, Kong's page is %d", round, identity, page)
+		}
+		return nil
 	}
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableCompression: true}}
-	defer client.CloseIdleConnections()
-	pageURL := sc.URL + "/kong"
-	var direct, identity, gzipped []time.Duration
-	for i := range rounds {
-		d, n, err := Get(ctx, client, s.StatusURL, "")
-		if err != nil {
-			return r, err
-		}
-		direct, r.PageBytes = append(direct, d), n
-		d, n, err = Get(ctx, client, pageURL, "")
-		if err != nil {
-			return r, err
-		}
-		if n != r.PageBytes {
-			return r, fmt.Errorf("round %d: /metrics/kong answered %d bytes, Kong's page is %d", i+1, n, r.PageBytes)
-		}
-		identity, r.IdentityBytes = append(identity, d), n
-		d, n, err = Get(ctx, client, pageURL, "gzip")
-		if err != nil {
-			return r, err
-		}
-		gzipped, r.GzipBytes = append(gzipped, d), n
-		s.logf("kong page round %d: direct %v, sidecar %v, sidecar gzip %v", i+1, direct[i], identity[i], gzipped[i])
-	}
-	r.Direct, r.Identity, r.Gzip = median(direct), median(identity), median(gzipped)
-	if _, r.PeakRSS, err = Memory(sc.Pid()); err != nil {
+	if r.Rounds, err = s.timeRounds(ctx, sc, sc.URL+"/kong", "kong page", rounds, samePage); err != nil {
 		return r, err
 	}
 	if r.Fetches, err = ownMetric(ctx, sc.URL, "kong_metrics_sidecar_upstream_fetches_total"); err != nil {
