@@ -3,14 +3,12 @@ package e2e_test
 import (
 	"bytes"
 	"compress/gzip"
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/ with the current output")
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
+)
 
 func gzipped(t *testing.T, s string) []byte {
 	t.Helper()
@@ -86,19 +84,7 @@ func TestRenderPrometheusConfig(t *testing.T) {
 			if n != tc.wantSDs {
 				t.Errorf("%d kubernetes_sd_configs rewritten, want %d", n, tc.wantSDs)
 			}
-			golden := filepath.Join("testdata", "render", strings.ReplaceAll(tc.name, " ", "-")+".yaml")
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("rendered configuration differs from %s:\n%s", golden, got)
-			}
+			golden.Check(t, filepath.Join("testdata", "render", strings.ReplaceAll(tc.name, " ", "-")+".yaml"), got)
 		})
 	}
 }
