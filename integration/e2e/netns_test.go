@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -58,7 +59,8 @@ func runInNetns(ctx context.Context, t *testing.T, modules ...string) {
 	for _, k := range slices.Sorted(maps.Keys(third)) {
 		cmd.Env = append(cmd.Env, k+"="+third[k])
 	}
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	var log scenarioLog
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(os.Stdout, &log), os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
 	if uid, gid := os.Getuid(), os.Getgid(); uid != 0 {
 		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
@@ -66,7 +68,7 @@ func runInNetns(ctx context.Context, t *testing.T, modules ...string) {
 		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
 	}
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("the scenario in its network namespace: %v", err)
+		t.Fatalf("the scenario in its network namespace: %v; its last log lines before its timeline (the failure among them):\n%s", err, log.last())
 	}
 }
 
