@@ -26,6 +26,14 @@ func TestRescales(t *testing.T) {
 			},
 			want: "[3 (Service metric kong_upstream_latency_ms_60s_average above target) 10 (Service metric kong_upstream_latency_ms_60s_average above target) 1 (All metrics below target)]",
 		},
+		{
+			name: "aggregated by the recorder",
+			events: []hpaEvent{
+				ev(1, reasonRescale, "New size: 9; reason: All metrics below target", 1),
+				ev(2, reasonRescale, "(combined from similar events): New size: 1; reason: All metrics below target", 3),
+			},
+			want: "[9 (All metrics below target) 1 (All metrics below target)]",
+		},
 		{name: "a repeated size", events: []hpaEvent{ev(1, reasonRescale, "New size: 10; reason: x above target", 2)}, wantErr: "occurred 2 times"},
 		{name: "another message", events: []hpaEvent{ev(1, reasonRescale, "New size is 10", 1)}, wantErr: "is not"},
 	}

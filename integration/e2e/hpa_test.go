@@ -90,20 +90,28 @@ type rescale struct {
 
 var rescaleMessage = regexp.MustCompile(`^New size: (\d+); reason: (.+)$`)
 
+// combinedPrefix opens the message of an event that client-go's recorder
+// aggregates: from the 10th distinct message of one reason about one
+// object within 10 minutes, it sends one event with the latest message
+// after this prefix and counts the later ones up in it.
+const combinedPrefix = "(combined from similar events): "
+
 // rescales parses the SuccessfulRescale events among events, in order.
 // Each must have occurred once: a repeat would mean the HPA came back to a
-// size, which the tutorial's scaling never does.
+// size, which the tutorial's scaling never does. An aggregated event
+// counts several sizes and is read for its latest.
 func rescales(events []hpaEvent) ([]rescale, error) {
 	var out []rescale
 	for _, e := range events {
 		if e.reason != reasonRescale {
 			continue
 		}
-		m := rescaleMessage.FindStringSubmatch(e.message)
+		msg, combined := strings.CutPrefix(e.message, combinedPrefix)
+		m := rescaleMessage.FindStringSubmatch(msg)
 		if m == nil {
 			return nil, fmt.Errorf("SuccessfulRescale %q is not \"New size: N; reason: ...\"", e.message)
 		}
-		if e.count != 1 {
+		if e.count != 1 && !combined {
 			return nil, fmt.Errorf("SuccessfulRescale %q occurred %d times", e.message, e.count)
 		}
 		n, err := strconv.Atoi(m[1])
