@@ -245,9 +245,10 @@ func condition(o *unstructured.Unstructured, typ string) (status, reason, messag
 	return "", "", ""
 }
 
-// kedaStep1 waits for the APIService, the ScaledObject's Ready=True and
-// KEDA's HPA, and checks that HPA against the ScaledObject.
-func kedaStep1(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, ap *applier, tutorialHPA *autoscalingv2.HorizontalPodAutoscaler) *autoscalingv2.HorizontalPodAutoscaler {
+// kedaStep1 waits for the APIService, applies the ScaledObject so, waits
+// for its Ready=True and KEDA's HPA, and checks that HPA against the
+// ScaledObject.
+func kedaStep1(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, ap *applier, so *unstructured.Unstructured, tutorialHPA *autoscalingv2.HorizontalPodAutoscaler) *autoscalingv2.HorizontalPodAutoscaler {
 	t.Helper()
 	w.waitFor(ctx, 90*time.Second, "APIService v1beta1.external.metrics.k8s.io Available", func() (bool, string) {
 		o, err := ap.client.Resource(apiServiceResource).Get(ctx, "v1beta1.external.metrics.k8s.io", metav1.GetOptions{})
@@ -257,6 +258,9 @@ func kedaStep1(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, 
 		s, r, m := condition(o, "Available")
 		return s == "True", fmt.Sprintf("Available=%s %s %s", s, r, m)
 	})
+	if err := ap.apply(ctx, so); err != nil {
+		t.Fatal(err)
+	}
 	obs := w.waitFor(ctx, 90*time.Second, "ScaledObject kong/command Ready=True", func() (bool, string) {
 		o, err := ap.client.Resource(scaledObjectResource).Namespace("kong").Get(ctx, scaledObject, metav1.GetOptions{})
 		if err != nil {
@@ -322,19 +326,23 @@ func kedaEvents(ctx context.Context, t *testing.T, c *cluster.Cluster) []hpaEven
 }
 
 // kedaScale waits until command has want ready replicas and KEDA's HPA has
-// sent, since base, a SuccessfulRescale whose message contains reason (a
-// new event, or one the recorder counted up).
+// sent, since base, the SuccessfulRescale "New size: <want>; ..." whose
+// message contains reason (a new event, or one the recorder counted up).
+// The size must be in the event, not only in the Deployment: the recorder
+// sends events from a queue of its own, after a failed write 0-10 s late,
+// and the checks after this one read the event.
 func kedaScale(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster, base eventCounts, want int32, reason string, timeout time.Duration) string {
 	t.Helper()
-	return w.waitFor(ctx, timeout, fmt.Sprintf("command scaled to %d with a new SuccessfulRescale %q", want, reason), func() (bool, string) {
+	return w.waitFor(ctx, timeout, fmt.Sprintf("command scaled to %d with a new SuccessfulRescale \"New size: %d; ...%s\"", want, want, reason), func() (bool, string) {
 		spec, ready, err := replicas(ctx, c)
 		if err != nil {
 			return false, err.Error()
 		}
 		evs := base.since(kedaEvents(ctx, t, c), reasonRescale)
 		found, last := false, ""
+		size := fmt.Sprintf("New size: %d; ", want)
 		for _, e := range evs {
-			if strings.Contains(e.message, reason) {
+			if msg := strings.TrimPrefix(e.message, combinedPrefix); strings.HasPrefix(msg, size) && strings.Contains(msg, reason) {
 				found = true
 			}
 			last = e.message
