@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -163,7 +164,7 @@ func (a *applier) applyAll(ctx context.Context, objs []*unstructured.Unstructure
 
 func (a *applier) apply(ctx context.Context, o *unstructured.Unstructured) error {
 	gvk := o.GroupVersionKind()
-	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	m, err := a.mapping(ctx, gvk)
 	if err != nil {
 		return fmt.Errorf("applying %s %s: %w", gvk.Kind, o.GetName(), err)
 	}
@@ -175,6 +176,26 @@ func (a *applier) apply(ctx context.Context, o *unstructured.Unstructured) error
 		return fmt.Errorf("applying %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
 	}
 	return nil
+}
+
+// mapping finds gvk's resource through discovery. A kind that discovery
+// does not list yet is asked again, from fresh discovery, for up to 10s:
+// the API server adds a CRD's resource to discovery from a queue of its
+// own, so it can lag behind the CRD's Established condition.
+func (a *applier) mapping(ctx context.Context, gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err == nil || !meta.IsNoMatchError(err) || time.Now().After(deadline) {
+			return m, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		a.mapper.Reset()
+	}
 }
 
 var crdResource = apiextensionsv1.SchemeGroupVersion.WithResource("customresourcedefinitions")
