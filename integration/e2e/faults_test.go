@@ -224,7 +224,18 @@ func stepPrometheusRestart(ctx context.Context, t *testing.T, w *world, c *clust
 	w.waitFor(ctx, 120*time.Second, "the metric back at 100ms ± 10% for 10s, the HPA still at 10 and ScalingActive again", func() (bool, string) {
 		hold := holdAt10(ctx, t, c, base, false)
 		mv, err := metricMilli(ctx, c)
+		// Served from its replayed data alone, the metric could still
+		// vanish: an adapter relist that looks back past the last sample
+		// before the kill finds no series. It is back once Prometheus 0
+		// has scraped every Kong pod again.
 		if err == nil && back.IsZero() {
+			fresh, ferr := scrapedSince(ctx, r, restarted)
+			if ferr != nil {
+				return false, ferr.Error()
+			}
+			if len(fresh) < kongReplicas {
+				return false, fmt.Sprintf("%s; metric %dm from the data before the kill; %d of %d Kong pods scraped since the restart", hold, mv, len(fresh), kongReplicas)
+			}
 			back = time.Now()
 		}
 		if !back.IsZero() {

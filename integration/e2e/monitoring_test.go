@@ -354,21 +354,30 @@ func waitFreshScrapes(ctx context.Context, w *world, proms []*promReplica, pods 
 		var obs []string
 		done := true
 		for i, r := range proms {
-			samples, err := r.Query(ctx, fmt.Sprintf(`time() - timestamp(up{job="kong-metrics-sidecar"}) < %f`, time.Since(since).Seconds()))
+			fresh, err := scrapedSince(ctx, r, since)
 			if err != nil {
 				return false, err.Error()
-			}
-			fresh := map[string]bool{}
-			for _, s := range samples {
-				fresh[s.Metric["pod"]] = true
 			}
 			for _, p := range pods {
 				done = done && fresh[p]
 			}
-			obs = append(obs, fmt.Sprintf("Prometheus %d: %d fresh up samples", i, len(samples)))
+			obs = append(obs, fmt.Sprintf("Prometheus %d: %d fresh up samples", i, len(fresh)))
 		}
 		return done, strings.Join(obs, "; ")
 	})
+}
+
+// scrapedSince returns the pods whose sidecar r has scraped since since.
+func scrapedSince(ctx context.Context, r *promReplica, since time.Time) (map[string]bool, error) {
+	samples, err := r.Query(ctx, fmt.Sprintf(`time() - timestamp(up{job="kong-metrics-sidecar"}) < %f`, time.Since(since).Seconds()))
+	if err != nil {
+		return nil, err
+	}
+	fresh := map[string]bool{}
+	for _, s := range samples {
+		fresh[s.Metric["pod"]] = true
+	}
+	return fresh, nil
 }
 
 // stepHonorLabels sets the ServiceMonitor's honorLabels to true and back
