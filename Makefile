@@ -194,7 +194,7 @@ image:
 # The end-to-end test on a real control plane (integration/e2e/README.md):
 # Kong's autoscaling tutorial against the servers bins builds.
 e2e: bins
-	$(call with-bins,bin/test-bins.env) cd integration/e2e && $(GO) test -count=1 -v -timeout 15m ./...
+	$(call with-bins,bin/test-bins.env) cd integration/e2e && $(GO) test -count=1 -v -timeout 25m ./...
 
 # The scale scenario (integration/e2e/scale_test.go, docs/performance.md):
 # the tutorial's HPA with 20 Kong pods, Prometheus sharded (2 shards × 2
