@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -233,6 +234,11 @@ func find(objs []*unstructured.Unstructured, kind, name string) (*unstructured.U
 		}
 	}
 	return nil, fmt.Errorf("kustomize build has no %s %s", kind, name)
+}
+
+// without returns objs, in order, without drop.
+func without(objs []*unstructured.Unstructured, drop *unstructured.Unstructured) []*unstructured.Unstructured {
+	return slices.DeleteFunc(slices.Clone(objs), func(o *unstructured.Unstructured) bool { return o == drop })
 }
 
 // kinds summarises objects by kind, for the timeline.

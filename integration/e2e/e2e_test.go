@@ -94,7 +94,7 @@ func TestTutorial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := ap.applyAll(ctx, slices.DeleteFunc(slices.Clone(objs), func(o *unstructured.Unstructured) bool { return o == hpaObj }))
+	n, err := ap.applyAll(ctx, without(objs, hpaObj))
 	if err != nil {
 		t.Fatal(err)
 	}

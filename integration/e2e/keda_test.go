@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -159,7 +158,7 @@ func TestKEDA(t *testing.T) {
 	// Available (step 1): before, KEDA's HPA would fail its syncs, two
 	// Warning events each, against the recorder's budget of 25 per type
 	// that step 5 needs one of.
-	kconfig := slices.DeleteFunc(slices.Clone(kobjs), func(o *unstructured.Unstructured) bool { return o == so })
+	kconfig := without(kobjs, so)
 	n, err = ap.applyAll(ctx, kconfig)
 	if err != nil {
 		t.Fatal(err)
