@@ -16,8 +16,13 @@ const sendTimeout = 10 * time.Second
 
 // Clock is a filewatch.Clock whose time moves only with Advance. Its
 // methods are safe for concurrent use.
+//
+// Advance relies on what Watcher.Run does: it waits on its timer and
+// ticker in a select, calling C each time it waits. Each call of C returns
+// a new channel, so a call after a value was taken is the sign that the
+// work the value started is done.
 type Clock struct {
-	mu      sync.Mutex // Protects now and waiters.
+	mu      sync.Mutex // Protects now, waiters and each waiter's at, cur and renewed.
 	now     time.Time
 	waiters []*waiter
 	armed   chan time.Duration
@@ -30,10 +35,11 @@ func NewClock(now time.Time) *Clock {
 
 // waiter is a Timer or a Ticker.
 type waiter struct {
-	c      *Clock
-	ch     chan time.Time // unbuffered: Advance returns once the value is taken
-	at     time.Time      // when it fires next; zero when stopped
-	period time.Duration  // a Ticker's; 0 for a Timer
+	c       *Clock
+	cur     chan time.Time // the channel the last C returned; unbuffered
+	renewed chan struct{}  // closed when C replaces cur
+	at      time.Time      // when it fires next; zero when stopped
+	period  time.Duration  // a Ticker's; 0 for a Timer
 }
 
 // Now is the Clock's time.
@@ -45,7 +51,7 @@ func (c *Clock) Now() time.Time {
 
 // NewTimer returns a stopped Timer.
 func (c *Clock) NewTimer() filewatch.Timer {
-	return c.add(&waiter{c: c, ch: make(chan time.Time)})
+	return c.add(&waiter{c: c})
 }
 
 // NewTicker returns a Ticker that ticks every d.
@@ -53,10 +59,11 @@ func (c *Clock) NewTicker(d time.Duration) filewatch.Ticker {
 	c.mu.Lock()
 	at := c.now.Add(d)
 	c.mu.Unlock()
-	return c.add(&waiter{c: c, ch: make(chan time.Time), at: at, period: d})
+	return c.add(&waiter{c: c, at: at, period: d})
 }
 
 func (c *Clock) add(w *waiter) *waiter {
+	w.cur, w.renewed = make(chan time.Time), make(chan struct{})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.waiters = append(c.waiters, w)
@@ -69,12 +76,12 @@ func (c *Clock) add(w *waiter) *waiter {
 func (c *Clock) Armed() <-chan time.Duration { return c.armed }
 
 // Advance moves the time forward by d, firing in time order each timer and
-// tick that falls due. Each value is sent unbuffered, so Advance returns
-// only once the Watcher has taken the last one; since a Watcher takes a
-// value only between two pieces of work, the next Advance (or a
-// Watcher.Reload) returns only once that work is done. A timer the Watcher
-// arms while Advance runs fires in the same Advance when it falls due by
-// its end: tests that want to see each step advance to just before it.
+// tick that falls due. After each value is taken, it waits for the Watcher
+// to wait again, so the work a value starts is done before the next value
+// and before Advance returns, and that work reads the time the value was
+// sent at. A timer the Watcher arms while Advance runs thus fires in the
+// same Advance when it falls due by its end: tests that want to see each
+// step advance to just before it.
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	end := c.now.Add(d)
@@ -100,14 +107,48 @@ func (c *Clock) Advance(d time.Duration) {
 			next.at = time.Time{}
 		}
 		c.mu.Unlock()
-		select {
-		case next.ch <- now:
-		case <-time.After(sendTimeout):
-		}
+		next.fire(now)
 	}
 }
 
-func (w *waiter) C() <-chan time.Time { return w.ch }
+// fire sends now on the channel the Watcher waits on, and returns once it
+// waits again, or after sendTimeout.
+func (w *waiter) fire(now time.Time) {
+	timeout := time.After(sendTimeout)
+	for {
+		w.c.mu.Lock()
+		ch, renewed := w.cur, w.renewed
+		w.c.mu.Unlock()
+		select {
+		case ch <- now:
+		case <-renewed: // the Watcher waits on a new channel
+			continue
+		case <-timeout:
+			return
+		}
+		w.c.mu.Lock()
+		renewed = w.renewed
+		taken := w.cur == ch
+		w.c.mu.Unlock()
+		if taken {
+			select {
+			case <-renewed:
+			case <-timeout:
+			}
+		}
+		return
+	}
+}
+
+// C returns a new channel for the Timer's or Ticker's values; the Watcher
+// calls it each time it waits.
+func (w *waiter) C() <-chan time.Time {
+	w.c.mu.Lock()
+	defer w.c.mu.Unlock()
+	close(w.renewed)
+	w.cur, w.renewed = make(chan time.Time), make(chan struct{})
+	return w.cur
+}
 
 // Reset arms a Timer to fire d from now.
 func (w *waiter) Reset(d time.Duration) {
