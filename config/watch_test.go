@@ -357,7 +357,9 @@ func TestWatcherFollowsUpdates(t *testing.T) {
 			if !tc.absentAtStart {
 				v.write(t, versions[0])
 			}
-			w := watch(t, v.path, WatchOptions{PollInterval: time.Hour, Debounce: 100 * time.Millisecond}, false)
+			// A writer would have to stall for a debounce and a settle check
+			// (1 s) between two steps of a change for a step to be used.
+			w := watch(t, v.path, WatchOptions{PollInterval: time.Hour, Debounce: 500 * time.Millisecond}, false)
 			if !tc.absentAtStart {
 				waitFor(t, hangTimeout, "the file at start is used", func() bool { return w.inUse() == sha(versions[0]) })
 				versions = versions[1:]
@@ -534,7 +536,7 @@ func TestWatcherKeepsLastGood(t *testing.T) {
 			}
 			write(map[string][]byte{"config.yaml": commandLatency})
 			w := watch(t, path, WatchOptions{PollInterval: 50 * time.Millisecond, Debounce: 20 * time.Millisecond}, false)
-			waitFor(t, 5*time.Second, "the good file is used", func() bool { return w.inUse() == sha(commandLatency) })
+			waitFor(t, hangTimeout, "the good file is used", func() bool { return w.inUse() == sha(commandLatency) })
 			successTS := w.metric(t, "kong_metrics_sidecar_config_last_reload_success_timestamp_seconds")
 			if successTS <= 0 {
 				t.Errorf("config_last_reload_success_timestamp_seconds = %v after a success", successTS)
@@ -542,7 +544,7 @@ func TestWatcherKeepsLastGood(t *testing.T) {
 			successes := w.successes(t)
 
 			write(tc.payload)
-			waitFor(t, 5*time.Second, "the bad file is rejected", func() bool { return w.failures(t) == 1 })
+			waitFor(t, hangTimeout, "the bad file is rejected", func() bool { return w.failures(t) == 1 })
 			// Polls go on; a forced reload of the same content fails again
 			// (but is not counted again).
 			if err := w.watcher.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), tc.reason) {
@@ -577,7 +579,7 @@ func TestWatcherKeepsLastGood(t *testing.T) {
 			}
 
 			write(map[string][]byte{"config.yaml": billingStatus})
-			waitFor(t, 5*time.Second, "the next good file is used", func() bool { return w.inUse() == sha(billingStatus) })
+			waitFor(t, hangTimeout, "the next good file is used", func() bool { return w.inUse() == sha(billingStatus) })
 			if got := w.successes(t); got != successes+1 {
 				t.Errorf("%v successful reloads, want 1", got-successes)
 			}
@@ -638,7 +640,7 @@ func TestWatcherAbsentAtStart(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "volume")
 	w := watch(t, filepath.Join(dir, "config.yaml"), WatchOptions{PollInterval: time.Hour, Debounce: 50 * time.Millisecond}, false)
-	waitFor(t, 5*time.Second, "the missing file is reported", func() bool { return w.failures(t) >= 1 })
+	waitFor(t, hangTimeout, "the missing file is reported", func() bool { return w.failures(t) >= 1 })
 	for _, m := range []struct {
 		name  string
 		pairs []string
@@ -675,14 +677,14 @@ func TestKubeletStepByStep(t *testing.T) {
 	v := kubeletVolume(dir)
 	v.write(t, commandLatency)
 	w := watch(t, v.path, WatchOptions{PollInterval: time.Hour, Debounce: 10 * time.Millisecond}, false)
-	waitFor(t, 5*time.Second, "the file at start is used", func() bool { return w.inUse() == sha(commandLatency) })
+	waitFor(t, hangTimeout, "the file at start is used", func() bool { return w.inUse() == sha(commandLatency) })
 	var seen []kubelet.Step
 	aw := &kubelet.AtomicWriter{Dir: dir, OnStep: func(s kubelet.Step) {
 		seen = append(seen, s)
 		want := commandLatency
 		if s >= kubelet.StepRenameData {
 			want = billingStatus
-			waitFor(t, 5*time.Second, "the new file is used after "+s.String(), func() bool { return w.inUse() == sha(want) })
+			waitFor(t, hangTimeout, "the new file is used after "+s.String(), func() bool { return w.inUse() == sha(want) })
 		} else {
 			// Give the watcher time to see anything it could.
 			time.Sleep(100 * time.Millisecond)

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 )
 
 // TestLoadTestSmall runs every measurement once on a small page, so that
@@ -12,6 +14,11 @@ import (
 func TestLoadTestSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
+	}
+	// The build (slow on a cold cache, beside the other packages' tests)
+	// is not part of the run's deadline.
+	if _, err := harness.Binaries(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
