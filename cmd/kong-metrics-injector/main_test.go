@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -121,12 +120,10 @@ func TestExitCodes(t *testing.T) {
 func TestServes(t *testing.T) {
 	dir := t.TempDir()
 	caPool := writeCertificate(t, dir)
-	webhookAddr, metricsAddr := freeAddr(t), freeAddr(t)
-	cmd := exec.Command(binary)
-	cmd.Env = []string{
+	env := []string{
 		"INJECTOR_SIDECAR_IMAGE=ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:v1.0.0",
-		"INJECTOR_LISTEN_ADDR=" + webhookAddr,
-		"INJECTOR_METRICS_ADDR=" + metricsAddr,
+		"INJECTOR_LISTEN_ADDR=" + harness.AnyPort,
+		"INJECTOR_METRICS_ADDR=" + harness.AnyPort,
 		"INJECTOR_TLS_CERT_FILE=" + filepath.Join(dir, "tls.crt"),
 		"INJECTOR_TLS_KEY_FILE=" + filepath.Join(dir, "tls.key"),
 		// Non-default settings, which must reach the patch below.
@@ -135,24 +132,22 @@ func TestServes(t *testing.T) {
 		"INJECTOR_SERVICE_HOST=10.0.0.1", // a Service named injector
 		"INJECTOR_SERVICE_PORT=443",
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	p, err := harness.Start("injector", binary, nil, env)
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			if err := <-done; err == nil {
-				t.Log("the injector exited 0 although it was killed")
-			}
-		}
-	}()
-
-	if err := harness.WaitHTTPS("https://"+webhookAddr+"/readyz", caPool, nil, hangTimeout); err != nil {
-		t.Fatalf("%v\n%s", err, stderr.String())
+	t.Cleanup(func() { p.Stop(hangTimeout) })
+	// The kernel picks both ports; the injector logs them.
+	webhookAddr, err := p.LoggedValue(hangTimeout, "webhook", "msg", "Serving")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr, err := p.LoggedValue(hangTimeout, "metrics", "msg", "Serving")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.WaitHTTPS("https://"+webhookAddr+"/readyz", caPool, p, hangTimeout); err != nil {
+		t.Fatalf("%v\n%s", err, p.Output())
 	}
 	client := &http.Client{Timeout: hangTimeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: caPool}}}
 
@@ -208,33 +203,17 @@ func TestServes(t *testing.T) {
 		}
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("exit after SIGTERM: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(hangTimeout):
-		t.Fatalf("still running %s after SIGTERM\n%s", hangTimeout, stderr.String())
+	if err := p.Wait(hangTimeout); err != nil {
+		t.Fatalf("after SIGTERM: %v\n%s", err, p.Output())
 	}
 	for _, want := range []string{`"msg":"Loaded the serving certificate"`, `"msg":"Injected the sidecar"`, `"msg":"Shutting down"`} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("logs do not contain %s:\n%s", want, stderr.String())
+		if !strings.Contains(p.Output(), want) {
+			t.Errorf("logs do not contain %s:\n%s", want, p.Output())
 		}
 	}
-}
-
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // writeCertificate writes tls.crt and tls.key for 127.0.0.1 into dir and
