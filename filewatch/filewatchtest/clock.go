@@ -10,8 +10,9 @@ import (
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch"
 )
 
-// sendTimeout bounds how long Advance waits for a Watcher to take a timer's
-// value; it only turns a hang into a test failure.
+// sendTimeout bounds how long Advance waits for a Watcher to take a value
+// and to wait again; past it Advance goes on, and a hang shows as the
+// test's failure to see what the Watcher did not do.
 const sendTimeout = 10 * time.Second
 
 // Clock is a filewatch.Clock whose time moves only with Advance. Its
@@ -126,15 +127,10 @@ func (w *waiter) fire(now time.Time) {
 		case <-timeout:
 			return
 		}
-		w.c.mu.Lock()
-		renewed = w.renewed
-		taken := w.cur == ch
-		w.c.mu.Unlock()
-		if taken {
-			select {
-			case <-renewed:
-			case <-timeout:
-			}
+		// renewed is closed once the Watcher waits again, after the work.
+		select {
+		case <-renewed:
+		case <-timeout:
 		}
 		return
 	}
