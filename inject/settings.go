@@ -33,6 +33,13 @@ type Settings struct {
 	SidecarMemoryLimit      string        `env:"SIDECAR_MEMORY_LIMIT" envDefault:"128Mi" help:"the sidecar's memory limit, when a pod has no kong-metrics-sidecar.io/memory-limit annotation"`
 	SidecarMinFetchInterval time.Duration `env:"SIDECAR_MIN_FETCH_INTERVAL" envDefault:"0s" help:"the sidecar's SIDECAR_MIN_FETCH_INTERVAL, when a pod has no kong-metrics-sidecar.io/min-fetch-interval annotation; 0s leaves it unset (every scrape fetches Kong); below the scrape interval and above half of it (12s for 15s) when several scrapers (an HA Prometheus pair, the /metrics/kong monitor) share one Kong"`
 	DefaultStatusPort       Port          `env:"DEFAULT_STATUS_PORT" envDefault:"8100" help:"Kong's status port, when neither a pod's kong-metrics-sidecar.io/status-port annotation nor Kong's container (KONG_STATUS_LISTEN, a port named status or metrics) names one"`
+	// The route mapping (package routemap): the injector's Deployment
+	// watches HTTPRoutes and GRPCRoutes and publishes which Service each
+	// route rule's Kong service stands for, in a ConfigMap in each of these
+	// namespaces, which it mounts into the sidecars it injects there.
+	RouteMappingNamespaces []string `env:"ROUTE_MAPPING_NAMESPACES" envSeparator:"," help:"namespaces of Kong pods to publish the HTTPRoute/GRPCRoute mapping to, comma-separated (empty: the mapping is not published)"`
+	RouteMappingConfigMap  string   `env:"ROUTE_MAPPING_CONFIGMAP" envDefault:"kong-metrics-sidecar-routes" help:"ConfigMap that holds the route mapping in each namespace; the injector mounts it (optional) into every sidecar"`
+	Kubeconfig             string   `env:"KUBECONFIG" help:"kubeconfig for the route mapping's API access (empty: the pod's service account)"`
 	envconfig.LogSettings
 }
 
@@ -54,6 +61,14 @@ func LoadSettings(environ []string) (Settings, error) {
 	}
 	if len(validation.IsDNS1123Subdomain(s.DefaultConfigMap)) > 0 {
 		errs = append(errs, fmt.Errorf("%sDEFAULT_CONFIGMAP=%q: not a ConfigMap name (lower-case letters, digits, '-' and '.', at most 253)", EnvPrefix, s.DefaultConfigMap))
+	}
+	if len(validation.IsDNS1123Subdomain(s.RouteMappingConfigMap)) > 0 {
+		errs = append(errs, fmt.Errorf("%sROUTE_MAPPING_CONFIGMAP=%q: not a ConfigMap name (lower-case letters, digits, '-' and '.', at most 253)", EnvPrefix, s.RouteMappingConfigMap))
+	}
+	for _, ns := range s.RouteMappingNamespaces {
+		if len(validation.IsDNS1123Label(ns)) > 0 {
+			errs = append(errs, fmt.Errorf("%sROUTE_MAPPING_NAMESPACES: %q is not a namespace name (a DNS-1123 label)", EnvPrefix, ns))
+		}
 	}
 	quantities := map[string]resource.Quantity{}
 	for _, q := range []struct{ name, value string }{

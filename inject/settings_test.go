@@ -3,6 +3,7 @@ package inject
 import (
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -16,20 +17,21 @@ func TestLoadSettingsDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Settings{
-		ListenAddr:           ":9443",
-		TLSCertFile:          "/etc/kong-metrics-injector/tls/tls.crt",
-		TLSKeyFile:           "/etc/kong-metrics-injector/tls/tls.key",
-		MetricsAddr:          ":9090",
-		SidecarImage:         "ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:v1.0.0",
-		SidecarMode:          ModeNative,
-		DefaultConfigMap:     "kong-metrics-sidecar",
-		SidecarCPURequest:    "10m",
-		SidecarMemoryRequest: "32Mi",
-		SidecarMemoryLimit:   "128Mi",
-		DefaultStatusPort:    8100,
-		LogSettings:          envconfig.LogSettings{LogLevel: slog.LevelInfo, LogFormat: "json"},
+		ListenAddr:            ":9443",
+		TLSCertFile:           "/etc/kong-metrics-injector/tls/tls.crt",
+		TLSKeyFile:            "/etc/kong-metrics-injector/tls/tls.key",
+		MetricsAddr:           ":9090",
+		SidecarImage:          "ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:v1.0.0",
+		SidecarMode:           ModeNative,
+		DefaultConfigMap:      "kong-metrics-sidecar",
+		SidecarCPURequest:     "10m",
+		SidecarMemoryRequest:  "32Mi",
+		SidecarMemoryLimit:    "128Mi",
+		DefaultStatusPort:     8100,
+		RouteMappingConfigMap: "kong-metrics-sidecar-routes",
+		LogSettings:           envconfig.LogSettings{LogLevel: slog.LevelInfo, LogFormat: "json"},
 	}
-	if s != want {
+	if !reflect.DeepEqual(s, want) {
 		t.Errorf("settings\n  %+v\nwant\n  %+v", s, want)
 	}
 }
