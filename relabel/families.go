@@ -157,9 +157,10 @@ const (
 	// a malformed line of a dropped Service counts under the reason its
 	// key gives (see reference_test.go for the exact rules).
 	DropMalformed
-	// DropMultiBackend: the series' Kong service is tagged with a kind
-	// other than Service (KIC tags a rule with several backends with its
-	// HTTPRoute), so it stands for no single Kubernetes Service.
+	// DropMultiBackend: the series' Kong service stands for several
+	// Services: KIC tags it with its HTTPRoute, the route mapping lists it
+	// as a rule with several backends, or its combined-services name joins
+	// several backends (IsMultiBackendName).
 	DropMultiBackend
 	numDropReasons
 )
@@ -175,6 +176,9 @@ func (r DropReason) String() string {
 type Stats struct {
 	Kept    int
 	Dropped [numDropReasons]int
+	// Unresolved is the number of distinct Kong service and upstream
+	// names whose series were dropped as DropUnresolved.
+	Unresolved int
 }
 
 const (

@@ -35,6 +35,11 @@ type Page struct {
 
 	labels []labelPair // scratch for the line being rewritten on the slow path
 	stats  Stats
+
+	// The targets dropped as unresolved so far, counted once each in
+	// stats.Unresolved; lastUnresolved spares the map for a run of them.
+	unresolved     map[string]struct{} // by the raw name: a Rewriter whose cache is full makes a new target each time
+	lastUnresolved *target
 }
 
 // NewPage starts a page.
@@ -94,7 +99,7 @@ func (p *Page) AppendLine(dst, line []byte) []byte {
 	if key, ascii, ok := leadingKey(body, keyPrefix[fi]); ok {
 		t := p.lookup(keyKind[fi], key)
 		if reason, drop := t.drop(fam); drop {
-			p.stats.Dropped[reason]++
+			p.drop(t, reason)
 			return dst
 		}
 		keyEnd := len(keyPrefix[fi]) + len(key) + 1
@@ -287,6 +292,23 @@ func leadingKey(body []byte, prefix string) (key []byte, ascii, ok bool) {
 		return nil, false, false
 	}
 	return v[:end], flags == 0, true
+}
+
+// drop counts a series of t dropped for reason, and t among the
+// unresolved names the first time.
+func (p *Page) drop(t *target, reason DropReason) {
+	p.stats.Dropped[reason]++
+	if reason != DropUnresolved || t == p.lastUnresolved {
+		return
+	}
+	p.lastUnresolved = t
+	if p.unresolved == nil {
+		p.unresolved = map[string]struct{}{}
+	}
+	if _, seen := p.unresolved[t.key]; !seen {
+		p.unresolved[t.key] = struct{}{}
+		p.stats.Unresolved++
+	}
 }
 
 func (p *Page) lookup(kind int, raw []byte) *target {

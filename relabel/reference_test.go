@@ -58,6 +58,11 @@ func (rw *refRewriter) target(kind int, raw []byte) *target {
 	}
 	name := refUnescape(raw)
 	svc, ok := rw.sel.Mappings[name]
+	if _, multi := rw.sel.MultiBackend[name]; !ok && multi {
+		t := &target{multi: true}
+		rw.cache[kind][string(raw)] = t
+		return t
+	}
 	if tag, seen := rw.sel.Tags[name]; !ok && kind == keyService && seen && tag.Kind != "" {
 		if tag.Kind != "Service" {
 			t := &target{multi: true}
@@ -73,7 +78,7 @@ func (rw *refRewriter) target(kind int, raw []byte) *target {
 			svc, ok = ResolveServiceName(name)
 		}
 	}
-	t := &target{}
+	t := &target{multi: !ok && IsMultiBackendName(name)}
 	if ok {
 		var labels []byte
 		for i, v := range [...]string{svc.Namespace, svc.Name, "Service", svc.Namespace, svc.Name} {
@@ -87,10 +92,11 @@ func (rw *refRewriter) target(kind int, raw []byte) *target {
 
 // refPage is the reference Page.
 type refPage struct {
-	rw        *refRewriter
-	help, typ [len(families)][]byte
-	emitted   [len(families)]bool
-	stats     Stats
+	rw         *refRewriter
+	help, typ  [len(families)][]byte
+	emitted    [len(families)]bool
+	stats      Stats
+	unresolved map[string]bool // raw keys dropped as unresolved
 }
 
 func (rw *refRewriter) newPage() *refPage { return &refPage{rw: rw} }
@@ -137,7 +143,7 @@ func (p *refPage) appendLine(dst, line []byte) []byte {
 	if rest, ok := bytes.CutPrefix(line[nameEnd+1:], []byte(fam.keyLabel+`="`)); ok {
 		if end := bytes.IndexByte(rest, '"'); end >= 0 && bytes.IndexByte(rest[:end], '\\') < 0 {
 			if reason, drop := refDrop(p.rw.target(kind, rest[:end]), fam); drop {
-				p.stats.Dropped[reason]++
+				p.dropped(reason, rest[:end])
 				return dst
 			}
 		}
@@ -172,7 +178,7 @@ func (p *refPage) appendLine(dst, line []byte) []byte {
 	}
 	t := p.rw.target(kind, labels[key].value)
 	if reason, drop := refDrop(t, fam); drop {
-		p.stats.Dropped[reason]++
+		p.dropped(reason, labels[key].value)
 		return dst
 	}
 	// Rule 4.
@@ -201,6 +207,22 @@ func (p *refPage) appendLine(dst, line []byte) []byte {
 	dst = append(dst, '}')
 	dst = append(dst, rest...)
 	return append(dst, '\n')
+}
+
+// dropped counts a dropped series, and its raw key among the unresolved
+// names the first time.
+func (p *refPage) dropped(reason DropReason, raw []byte) {
+	p.stats.Dropped[reason]++
+	if reason != DropUnresolved {
+		return
+	}
+	if p.unresolved == nil {
+		p.unresolved = map[string]bool{}
+	}
+	if !p.unresolved[string(raw)] {
+		p.unresolved[string(raw)] = true
+		p.stats.Unresolved++
+	}
 }
 
 func refDrop(t *target, fam *family) (DropReason, bool) {

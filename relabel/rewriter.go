@@ -26,7 +26,7 @@ type Rewriter struct {
 type target struct {
 	key      string // the raw label value
 	resolved bool
-	multi    bool   // tagged with a kind other than Service: drop as DropMultiBackend
+	multi    bool   // stands for several Services (tags, route mapping or name): drop as DropMultiBackend
 	families Family // kept for the resolved Service
 	labels   []byte // ,kubernetes_namespace="…",…,exported_service="…"
 
@@ -81,6 +81,9 @@ func (rw *Rewriter) target(kind int, raw []byte) *target {
 
 func (rw *Rewriter) resolve(kind int, name string) *target {
 	svc, ok := rw.sel.Mappings[name]
+	if _, multi := rw.sel.MultiBackend[name]; !ok && multi {
+		return &target{multi: true}
+	}
 	if !ok && kind == keyService && rw.sel.Tags != nil {
 		tag, seen := rw.sel.Tags[name]
 		switch {
@@ -101,7 +104,13 @@ func (rw *Rewriter) resolve(kind int, name string) *target {
 			svc, ok = ResolveServiceName(name)
 		}
 	}
+	if !ok && IsMultiBackendName(name) {
+		return &target{multi: true}
+	}
 	if !ok {
+		if rw.sel.OnUnresolved != nil {
+			rw.sel.OnUnresolved(name)
+		}
 		return &target{}
 	}
 	labels := rw.added.appendLabels(make([]byte, 0, 128), svc)

@@ -30,6 +30,17 @@ type Selection struct {
 	// It applies to the service label only (not upstream names), after
 	// Mappings and before the naming rules. Nil means no Admin API.
 	Tags map[string]Tag
+	// MultiBackend holds Kong service names that stand for several
+	// Services, such as HTTPRoute rules with several backends as the route
+	// mapping lists them: their series are dropped as DropMultiBackend.
+	// Mappings wins over it.
+	MultiBackend map[string]struct{}
+	// OnUnresolved, when set, is called with each Kong service or upstream
+	// name that resolves to no Service, the first time the Rewriter meets
+	// it as either (a name can be both: an HTTPRoute's upstream is named
+	// after its Kong service). It is called on the scrape path, so it must
+	// not block.
+	OnUnresolved func(name string)
 	// OnUnseen, when set, is called with each Kong service name that
 	// Tags does not hold, the first time the Rewriter resolves it. It is
 	// called on the scrape path, so it must not block.

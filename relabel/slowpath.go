@@ -46,7 +46,7 @@ func (p *Page) appendParsed(dst, line []byte, nameEnd, fi int) []byte {
 	}
 	t := p.lookup(keyKind[fi], labels[key].value)
 	if reason, drop := t.drop(fam); drop {
-		p.stats.Dropped[reason]++
+		p.drop(t, reason)
 		return dst
 	}
 	dst = p.keep(dst, fi)

@@ -1,0 +1,66 @@
+package relabel
+
+import (
+	"slices"
+	"sync"
+	"testing"
+)
+
+// TestRouteMappingAndUnresolved: the route mapping's multi-backend names
+// and combined-services names with several backends drop as
+// multi_backend, a mapping wins over both, each unresolved name is
+// reported once per Rewriter and key kind and counted once per page, and the weight
+// form of the tutorial's route resolves.
+func TestRouteMappingAndUnresolved(t *testing.T) {
+	sel := Selection{
+		Services: map[Service]Family{command: StatusCode | UpstreamHealth, billing: StatusCode},
+		Mappings: map[string]Service{"httproute.kong.command.0": command, "httproute.kong.both.0": billing},
+		MultiBackend: map[string]struct{}{
+			"httproute.kong.split.0": {},
+			"httproute.kong.both.0":  {}, // the mapping wins
+		},
+	}
+	var mu sync.Mutex
+	var reported []string
+	sel.OnUnresolved = func(name string) { mu.Lock(); reported = append(reported, name); mu.Unlock() }
+	rw := New(sel)
+	page := []byte(`kong_http_requests_total{service="httproute.kong.svc.kong.command.80.1",code="200"} 1
+kong_http_requests_total{service="httproute.kong.command.0",code="200"} 1
+kong_http_requests_total{service="httproute.kong.both.0",code="200"} 1
+kong_http_requests_total{service="httproute.kong.split.0",code="200"} 1
+kong_http_requests_total{service="httproute.kong.svc.kong.a.80.1_kong.b.80.1",code="200"} 1
+kong_http_requests_total{service="httproute.kong.lost.0",code="200"} 1
+kong_http_requests_total{service="httproute.kong.lost.0",code="404"} 1
+kong_http_requests_total{code="500",service="httproute.kong.lost.0"} 1
+kong_http_requests_total{service="mystery",code="200"} 1
+kong_upstream_target_health{upstream="httproute.kong.svc.kong.command.80.1",target="10.0.0.1:80",address="10.0.0.1:80",state="healthy",subsystem="http"} 1
+kong_upstream_target_health{upstream="mystery",target="10.0.0.1:80",address="10.0.0.1:80",state="healthy",subsystem="http"} 1
+`)
+	for pass := range 2 {
+		out, stats := rewriteAll(rw, page)
+		if stats.Kept != 4 || stats.Dropped[DropMultiBackend] != 2 || stats.Dropped[DropUnresolved] != 5 || stats.Unresolved != 2 {
+			t.Errorf("pass %d: stats %+v, want 4 kept, 2 multi_backend, 5 unresolved lines of 2 distinct names\n%s", pass, stats, out)
+		}
+		fams := mustParseStrictly(t, out)
+		var names []string
+		for _, m := range fams["kong_http_requests_total"].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kong_service" {
+					names = append(names, l.GetValue())
+				}
+			}
+		}
+		slices.Sort(names)
+		if want := []string{"httproute.kong.both.0", "httproute.kong.command.0", "httproute.kong.svc.kong.command.80.1"}; !slices.Equal(names, want) {
+			t.Errorf("pass %d: kept Kong services %v, want %v", pass, names, want)
+		}
+		if n := len(fams["kong_upstream_target_health"].GetMetric()); n != 1 {
+			t.Errorf("pass %d: %d upstream health series kept, want the HTTPRoute upstream's 1", pass, n)
+		}
+	}
+	slices.Sort(reported)
+	// mystery once as a service name and once as an upstream name.
+	if want := []string{"httproute.kong.lost.0", "mystery", "mystery"}; !slices.Equal(reported, want) {
+		t.Errorf("OnUnresolved got %q over two pages, want each unresolved name once per key kind: %q", reported, want)
+	}
+}
