@@ -200,7 +200,22 @@ func (p *parser) mapping(doc *yaml.Node, f map[string]*yaml.Node) {
 	p.str(md["namespace"], "metadata.namespace")
 	p.stringMap(md["labels"], "metadata.labels")
 	p.stringMap(md["annotations"], "metadata.annotations")
-	spec := p.fields(p.required(f["spec"], "spec", doc), "spec", "services")
+	spec := p.fields(p.required(f["spec"], "spec", doc), "spec", "services", "multiBackend")
+	for i, item := range p.list(spec["multiBackend"], "spec.multiBackend") {
+		path := fmt.Sprintf("spec.multiBackend[%d]", i)
+		kong := p.str(item, path)
+		if item.Kind == yaml.ScalarNode && item.Tag == "!!str" && kong == "" {
+			p.fail(item, path, "must not be empty")
+			continue
+		}
+		if kong == "" {
+			continue
+		}
+		if p.ext.Selection.MultiBackend == nil {
+			p.ext.Selection.MultiBackend = map[string]struct{}{}
+		}
+		p.ext.Selection.MultiBackend[kong] = struct{}{}
+	}
 	for i, item := range p.list(p.required(spec["services"], "spec.services", f["spec"]), "spec.services") {
 		path := fmt.Sprintf("spec.services[%d]", i)
 		entry := p.fields(item, path, "kongService", "namespace", "name")

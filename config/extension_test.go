@@ -24,6 +24,11 @@ func TestParseExtensionValid(t *testing.T) {
 			{Namespace: "default", Name: "echo"}:    relabel.Bandwidth | relabel.UpstreamHealth,
 		}, map[string]relabel.Service{"httproute.default.echo.0": {Namespace: "default", Name: "echo"}}},
 		{"good-empty.yaml", 0, nil, nil},
+		// The route mapping the injector publishes: JSON, which is YAML.
+		{"good-routes.json", 1, nil, map[string]relabel.Service{
+			"httproute.kong.command.0":    {Namespace: "kong", Name: "command"},
+			"grpcroute.default.grpcbin.0": {Namespace: "default", Name: "grpcbin"},
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
@@ -49,6 +54,9 @@ func TestParseExtensionValid(t *testing.T) {
 				if got := ext.Selection.Mappings[k]; got != svc {
 					t.Errorf("Mappings[%q] = %v, want %v", k, got, svc)
 				}
+			}
+			if _, multi := ext.Selection.MultiBackend["httproute.kong.split.0"]; multi != (tc.file == "good-routes.json") || len(ext.Selection.MultiBackend) > 1 {
+				t.Errorf("MultiBackend = %v", ext.Selection.MultiBackend)
 			}
 			if len(ext.Hash) != 64 {
 				t.Errorf("Hash = %q, want a hex SHA-256", ext.Hash)

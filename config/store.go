@@ -3,6 +3,7 @@ package config
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
 
@@ -22,13 +24,30 @@ type Snapshot struct {
 	Rewriter *relabel.Rewriter
 	// Extension is the file it came from; nil before a valid file was read.
 	Extension *Extension
+	// Routes is the route mapping in use (StoreOptions.RoutesFile); nil
+	// before one was read.
+	Routes *Extension
+}
+
+// StoreOptions are a Store's optional parts.
+type StoreOptions struct {
+	// RoutesFile is the route mapping the injector publishes: a
+	// KongServiceMapping document, gzip-compressed or not. Its mappings
+	// apply below the extension file's own. A missing file is no mapping,
+	// not an error; "" means none is followed.
+	RoutesFile string
+	// OnUnresolved is the Selection's OnUnresolved for every Rewriter the
+	// Store makes.
+	OnUnresolved func(name string)
 }
 
 // Store holds the configuration in use and swaps it atomically when the
 // extension file changes to valid content. It is safe for concurrent use.
 type Store struct {
 	path   string
+	opts   StoreOptions
 	logger *slog.Logger
+	routes *routeState
 
 	current atomic.Pointer[Snapshot]
 
@@ -44,9 +63,10 @@ type Store struct {
 // NewStore returns a Store for the extension file at path, starting with an
 // empty selection (nothing kept) until Reload reads a valid file. Its
 // metrics are registered on reg.
-func NewStore(path string, reg prometheus.Registerer, logger *slog.Logger) *Store {
+func NewStore(path string, opts StoreOptions, reg prometheus.Registerer, logger *slog.Logger) *Store {
 	s := &Store{
 		path:   path,
+		opts:   opts,
 		logger: logger,
 		lastSuccessful: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kong_metrics_sidecar_config_last_reload_successful",
@@ -69,9 +89,15 @@ func NewStore(path string, reg prometheus.Registerer, logger *slog.Logger) *Stor
 	s.reloads.WithLabelValues("failure")
 	s.info.WithLabelValues("").Set(1)
 	reg.MustRegister(s.lastSuccessful, s.lastSuccessTS, s.reloads, s.info)
-	s.current.Store(&Snapshot{Rewriter: relabel.New(relabel.Selection{})})
+	if opts.RoutesFile != "" {
+		s.routes = newRouteState(reg)
+	}
+	s.current.Store(&Snapshot{Rewriter: relabel.New(relabel.Selection{OnUnresolved: opts.OnUnresolved})})
 	return s
 }
+
+// RoutesPath is the route mapping file's path; "" when none is followed.
+func (s *Store) RoutesPath() string { return s.opts.RoutesFile }
 
 // Path is the extension file's path.
 func (s *Store) Path() string { return s.path }
@@ -87,7 +113,12 @@ func (s *Store) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	data, err := os.ReadFile(s.path)
-	return s.apply(data, sha256.Sum256(data), err)
+	extErr := s.apply(data, sha256.Sum256(data), err)
+	if s.routes == nil {
+		return extErr
+	}
+	data, err = os.ReadFile(s.opts.RoutesFile)
+	return errors.Join(extErr, s.applyRoutes(data, sha256.Sum256(data), err))
 }
 
 // ReloadData is Reload for content the caller has already read: data and
@@ -96,6 +127,18 @@ func (s *Store) Reload() error {
 // validated and used.
 func (s *Store) ReloadData(data []byte, readErr error) error {
 	return s.reloadRead(data, sha256.Sum256(data), readErr)
+}
+
+// deliver applies one read of the followed files: the extension file, then
+// the route mapping file when one is followed.
+func (s *Store) deliver(ext filewatch.File, routes *filewatch.File) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.apply(ext.Data, ext.Sum, ext.Err)
+	if routes != nil && s.routes != nil {
+		err = errors.Join(err, s.applyRoutes(routes.Data, routes.Sum, routes.Err))
+	}
+	return err
 }
 
 // reloadRead is ReloadData for content already hashed: sum is data's
@@ -129,7 +172,7 @@ func (s *Store) apply(data []byte, sum [sha256.Size]byte, err error) error {
 		return err
 	}
 	prev := s.Load().Extension
-	s.current.Store(&Snapshot{Rewriter: relabel.New(ext.Selection), Extension: ext})
+	s.publish(ext, s.Load().Routes)
 	s.badHash = ""
 	s.lastSuccessful.Set(1)
 	s.lastSuccessTS.Set(float64(time.Now().UnixNano()) / 1e9)

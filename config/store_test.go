@@ -28,7 +28,7 @@ func TestStoreCountsEachRejection(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			logs := &lockedBuffer{}
-			s := NewStore("config.yaml", prometheus.NewRegistry(), slog.New(slog.NewTextHandler(logs, nil)))
+			s := NewStore("config.yaml", StoreOptions{}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(logs, nil)))
 			for _, data := range tt.reads {
 				var err error
 				if data == nil {

@@ -77,8 +77,15 @@ func NewWatcher(store *Store, opts WatchOptions) *Watcher {
 	if w.logger == nil {
 		w.logger = slog.New(slog.DiscardHandler)
 	}
+	paths := []string{w.path}
+	if routes := store.RoutesPath(); routes != "" {
+		if abs, err := filepath.Abs(routes); err == nil {
+			routes = abs
+		}
+		paths = append(paths, filepath.Clean(routes))
+	}
 	w.fw = filewatch.New(filewatch.Options{
-		Paths:        []string{w.path},
+		Paths:        paths,
 		PollInterval: opts.PollInterval,
 		Debounce:     opts.Debounce,
 		What:         "extension file",
@@ -86,8 +93,11 @@ func NewWatcher(store *Store, opts WatchOptions) *Watcher {
 		Clock:        opts.clock,
 		NoEvents:     opts.noEvents,
 	}, func(c filewatch.Content) error {
-		f := c.Files[0]
-		return store.reloadRead(f.Data, f.Sum, f.Err) // the Store logs and counts the outcome
+		var routes *filewatch.File
+		if len(c.Files) > 1 {
+			routes = &c.Files[1]
+		}
+		return store.deliver(c.Files[0], routes) // the Store logs and counts the outcome
 	})
 	return w
 }

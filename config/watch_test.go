@@ -94,7 +94,7 @@ func watch(t *testing.T, path string, opts WatchOptions, noEvents bool) *watched
 	logs := &lockedBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
-	store := NewStore(path, reg, logger)
+	store := NewStore(path, StoreOptions{}, reg, logger)
 	opts.Logger = logger
 	opts.noEvents = noEvents
 	w := NewWatcher(store, opts)
@@ -742,7 +742,7 @@ func TestReloadUnderScrapes(t *testing.T) {
 	v.write(t, versions[0])
 	reg := prometheus.NewRegistry()
 	logger := slog.New(slog.DiscardHandler)
-	store := NewStore(v.path, reg, logger)
+	store := NewStore(v.path, StoreOptions{}, reg, logger)
 	watcher := NewWatcher(store, WatchOptions{PollInterval: 50 * time.Millisecond, Debounce: 5 * time.Millisecond, Logger: logger})
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan struct{})
