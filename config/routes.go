@@ -125,6 +125,10 @@ func (s *Store) publish(ext, routes *Extension) {
 	s.current.Store(&Snapshot{Rewriter: relabel.New(mergeSelection(ext, routes, s.opts.OnUnresolved)), Extension: ext, Routes: routes})
 }
 
+// Merge is the Selection a Store uses for ext with routes (either may be
+// nil): routes' mappings below ext's own.
+func Merge(ext, routes *Extension) relabel.Selection { return mergeSelection(ext, routes, nil) }
+
 // mergeSelection is the Selection of ext with routes' mappings below its
 // own: an explicit KongServiceMapping in the extension file wins.
 func mergeSelection(ext, routes *Extension, onUnresolved func(string)) relabel.Selection {

@@ -82,6 +82,11 @@ func TestScrapeFixture(t *testing.T) {
 	if got := s.value(t, ownPrefix+"series_kept"); got == 0 {
 		t.Error("series_kept = 0 for the tutorial's selection")
 	}
+	// The fixture's httproute.default.echo.0 names an HTTPRoute rule, as
+	// its Kong service and its upstream: one name no rule resolves.
+	if got := s.value(t, ownPrefix+"unresolved_kong_services"); got != 1 {
+		t.Errorf("unresolved_kong_services = %v, want 1 (httproute.default.echo.0)", got)
+	}
 	if got := s.value(t, ownPrefix+"upstream_fetches_total"); got != 1 {
 		t.Errorf("upstream_fetches_total = %v, want 1", got)
 	}

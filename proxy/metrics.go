@@ -15,6 +15,7 @@ type metrics struct {
 	responseBytes prometheus.Gauge
 	seriesKept    prometheus.Gauge
 	seriesDropped *prometheus.GaugeVec
+	unresolved    prometheus.Gauge
 }
 
 // The reasons an upstream fetch fails, the values of upstream_errors_total's reason label.
@@ -60,6 +61,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "kong_metrics_sidecar_series_dropped",
 			Help: "Series dropped from the last successful fetch, by reason.",
 		}, []string{"reason"}),
+		unresolved: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kong_metrics_sidecar_unresolved_kong_services",
+			Help: "Distinct Kong service and upstream names in the last successful fetch that resolve to no Kubernetes Service (their series are dropped as unresolved; the log names each once).",
+		}),
 	}
 	for _, r := range errorReasons {
 		m.errors.WithLabelValues(r)
@@ -67,12 +72,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range relabel.DropReasons {
 		m.seriesDropped.WithLabelValues(r.String())
 	}
-	reg.MustRegister(m.up, m.fetches, m.errors, m.fetchDuration, m.responseBytes, m.seriesKept, m.seriesDropped)
+	reg.MustRegister(m.up, m.fetches, m.errors, m.fetchDuration, m.responseBytes, m.seriesKept, m.seriesDropped, m.unresolved)
 	return m
 }
 
 func (m *metrics) observe(stats relabel.Stats) {
 	m.seriesKept.Set(float64(stats.Kept))
+	m.unresolved.Set(float64(stats.Unresolved))
 	for _, r := range relabel.DropReasons {
 		m.seriesDropped.WithLabelValues(r.String()).Set(float64(stats.Dropped[r]))
 	}

@@ -22,7 +22,7 @@ func ExplainUnresolved(kong string) Unresolved {
 	case strings.HasPrefix(kong, "httproute.") && strings.HasSuffix(kong, ".svc._"):
 		return Unresolved{"no_backend", "an HTTPRoute rule without backends routes to no Service; nothing to resolve"}
 	case (parts[0] == "httproute" || parts[0] == "grpcroute") && n >= 4 && isDigits(parts[n-1]):
-		return Unresolved{"route_rule", "the name of a " + map[string]string{"httproute": "HTTPRoute", "grpcroute": "GRPCRoute"}[parts[0]] +
+		return Unresolved{"route_rule", "the name of " + map[string]string{"httproute": "an HTTPRoute", "grpcroute": "a GRPCRoute"}[parts[0]] +
 			" rule, which names the route, not its backend: publish the route mapping to this namespace " +
 			"(the injector's INJECTOR_ROUTE_MAPPING_NAMESPACES, chart value kongNamespaces) or map it with a KongServiceMapping entry in the extension file"}
 	case parts[0] == "http" && strings.Contains(kong, ".cp"):

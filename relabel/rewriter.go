@@ -25,6 +25,7 @@ type Rewriter struct {
 // target is what one Kong service or upstream name resolves to.
 type target struct {
 	key      string // the raw label value
+	svc      Service
 	resolved bool
 	multi    bool   // stands for several Services (tags, route mapping or name): drop as DropMultiBackend
 	families Family // kept for the resolved Service
@@ -114,7 +115,47 @@ func (rw *Rewriter) resolve(kind int, name string) *target {
 		return &target{}
 	}
 	labels := rw.added.appendLabels(make([]byte, 0, 128), svc)
-	return &target{resolved: true, families: rw.sel.Services[svc], labels: labels}
+	return &target{svc: svc, resolved: true, families: rw.sel.Services[svc], labels: labels}
+}
+
+// Resolve tells how rw resolves a Kong service name (with upstream, a Kong
+// upstream name): the Service and the families kept for it, or why its
+// series are dropped (DropUnresolved or DropMultiBackend). It is for
+// -check-config; scrapes resolve through their Page.
+func (rw *Rewriter) Resolve(name string, upstream bool) (svc Service, kept Family, drop DropReason, ok bool) {
+	kind := keyService
+	if upstream {
+		kind = keyUpstream
+	}
+	t := rw.resolve(kind, name)
+	switch {
+	case t.multi:
+		return Service{}, 0, DropMultiBackend, false
+	case !t.resolved:
+		return Service{}, 0, DropUnresolved, false
+	}
+	return t.svc, t.families, 0, true
+}
+
+// SeriesKey returns the Kong service (or, with upstream set, upstream)
+// name that a series line of a family the rewriter can keep is keyed by;
+// ok is false for any other line.
+func SeriesKey(line []byte) (name string, upstream, ok bool) {
+	p := Page{lastFamily: -1, lastKind: -1}
+	fi, nameEnd := p.family(line)
+	if fi < 0 || nameEnd < 0 || line[nameEnd] != '{' {
+		return "", false, false
+	}
+	labels, _, ok := p.parseLabels(line[nameEnd+1:])
+	if !ok {
+		return "", false, false
+	}
+	for _, l := range labels {
+		if string(l.name) == families[fi].keyLabel {
+			return unescapeLabelValue(l.value), keyKind[fi] == keyUpstream, true
+		}
+	}
+	return "", false, false
 }
 
 // drop reports whether t drops a series of fam, and why.

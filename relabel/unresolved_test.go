@@ -64,3 +64,47 @@ kong_upstream_target_health{upstream="mystery",target="10.0.0.1:80",address="10.
 		t.Errorf("OnUnresolved got %q over two pages, want each unresolved name once per key kind: %q", reported, want)
 	}
 }
+
+// TestResolveAndSeriesKey: what -check-config prints comes from the same
+// resolution as a scrape's.
+func TestResolveAndSeriesKey(t *testing.T) {
+	rw := New(Selection{Services: map[Service]Family{command: Latency}, MultiBackend: map[string]struct{}{"httproute.kong.split.0": {}}})
+	keys := []struct {
+		line     string
+		name     string
+		upstream bool
+		ok       bool
+	}{
+		{`kong_upstream_latency_ms_bucket{service="httproute.kong.svc.kong.command.80.1",route="r",workspace="default",le="25"} 1`, "httproute.kong.svc.kong.command.80.1", false, true},
+		{`kong_upstream_target_health{upstream="command.kong.80.svc",target="t",address="a",state="healthy",subsystem="http"} 1`, "command.kong.80.svc", true, true},
+		{`kong_http_requests_total{code="200",service="a\"b"} 1`, `a"b`, false, true},
+		{`kong_nginx_connections_total{node_id="n",subsystem="http",state="active"} 1`, "", false, false},
+		{`kong_http_requests_total 1`, "", false, false},
+		{`kong_http_requests_total{code="200"} 1`, "", false, false},
+	}
+	for _, k := range keys {
+		name, upstream, ok := SeriesKey([]byte(k.line))
+		if name != k.name || upstream != k.upstream || ok != k.ok {
+			t.Errorf("SeriesKey(%s) = %q, %v, %v; want %q, %v, %v", k.line, name, upstream, ok, k.name, k.upstream, k.ok)
+		}
+	}
+	resolutions := []struct {
+		name     string
+		upstream bool
+		svc      Service
+		kept     Family
+		drop     DropReason
+	}{
+		{"httproute.kong.svc.kong.command.80.1", false, command, Latency, 0},
+		{"httproute.kong.svc.kong.command.80.1", true, command, Latency, 0},
+		{"default.billing.80", false, billing, 0, 0},
+		{"httproute.kong.split.0", false, Service{}, 0, DropMultiBackend},
+		{"httproute.kong.other.0", false, Service{}, 0, DropUnresolved},
+	}
+	for _, r := range resolutions {
+		svc, kept, drop, ok := rw.Resolve(r.name, r.upstream)
+		if svc != r.svc || kept != r.kept || drop != r.drop || ok != (r.svc != Service{}) {
+			t.Errorf("Resolve(%q, %v) = %v, %v, %v, %v", r.name, r.upstream, svc, kept, drop, ok)
+		}
+	}
+}

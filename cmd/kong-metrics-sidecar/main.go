@@ -5,6 +5,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -57,6 +58,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	checkConfig := fs.String("check-config", "", "validate an extension `FILE`, print what it selects and exit (1 when invalid)")
+	checkRoutes := fs.String("routes", "", "with -check-config: a route mapping `FILE` (as the injector publishes it) to resolve with")
+	kongPage := fs.String("kong-page", "", "with -check-config: a page of Kong's /metrics, a `FILE or URL`; prints how each Kong service and upstream name on it resolves")
 	fs.Usage = func() { usage(fs, stderr) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -69,7 +72,11 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if *checkConfig != "" {
-		return check(*checkConfig, stdout, stderr)
+		return check(*checkConfig, *checkRoutes, *kongPage, stdout, stderr)
+	}
+	if *checkRoutes != "" || *kongPage != "" {
+		fmt.Fprintf(stderr, "%s: -routes and -kong-page go with -check-config\n", program)
+		return 2
 	}
 	settings, err := LoadSettings(environ)
 	if err != nil {
@@ -91,7 +98,8 @@ func serve(settings Settings, logger *slog.Logger) error {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		versioncollector.NewCollector("kong_metrics_sidecar"),
 	)
-	store := config.NewStore(settings.ConfigFile, reg, logger)
+	unresolved := newUnresolvedLog(logger)
+	store := config.NewStore(settings.ConfigFile, config.StoreOptions{RoutesFile: settings.RouteMappingFile, OnUnresolved: unresolved.report}, reg, logger)
 	// A missing or invalid file is logged and counted; the sidecar serves
 	// its own metrics until a valid one appears.
 	_ = store.Reload()
@@ -149,7 +157,7 @@ func serve(settings Settings, logger *slog.Logger) error {
 		return fmt.Errorf("listening on %s: %w", settings.ListenAddr, err)
 	}
 	logger.Info("serving", "addr", ln.Addr().String(), "upstream", settings.UpstreamURL.String(),
-		"config_file", settings.ConfigFile, "version", version.Version)
+		"config_file", settings.ConfigFile, "route_mapping_file", settings.RouteMappingFile, "version", version.Version)
 
 	// One goroutine does every reload: file events, the poll and SIGHUP.
 	watcher := config.NewWatcher(store, config.WatchOptions{PollInterval: settings.ConfigPollInterval, Logger: logger})
@@ -196,8 +204,9 @@ func serve(settings Settings, logger *slog.Logger) error {
 	return nil
 }
 
-// check validates an extension file for -check-config.
-func check(path string, stdout, stderr io.Writer) int {
+// check validates an extension file for -check-config and, given a route
+// mapping and a Kong page, prints how each Kong name on the page resolves.
+func check(path, routesPath, kongPage string, stdout, stderr io.Writer) int {
 	ext, err := config.LoadExtension(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -218,7 +227,95 @@ func check(path string, stdout, stderr io.Writer) int {
 	for _, l := range lines {
 		fmt.Fprintln(stdout, l)
 	}
+	var routes *config.Extension
+	if routesPath != "" {
+		data, err := os.ReadFile(routesPath)
+		if err == nil {
+			routes, err = config.ParseRoutes(data)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "route mapping %s: %v\n", routesPath, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: valid route mapping, %d Kong service(s) mapped, %d with several backends\n",
+			routesPath, len(routes.Selection.Mappings), len(routes.Selection.MultiBackend))
+	}
+	if kongPage == "" {
+		return 0
+	}
+	page, err := readKongPage(kongPage)
+	if err != nil {
+		fmt.Fprintf(stderr, "Kong page %s: %v\n", kongPage, err)
+		return 1
+	}
+	for _, l := range explainPage(config.Merge(ext, routes), page) {
+		fmt.Fprintln(stdout, l)
+	}
 	return 0
+}
+
+// readKongPage reads a page of Kong's /metrics from a file or an http(s) URL.
+func readKongPage(source string) ([]byte, error) {
+	if !strings.HasPrefix(source, "http://") && !strings.HasPrefix(source, "https://") {
+		return os.ReadFile(source)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, source, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("HTTP status %s", resp.Status)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 1<<30))
+}
+
+// explainPage lists how each Kong service and upstream name on page
+// resolves with sel, one line each, sorted.
+func explainPage(sel relabel.Selection, page []byte) []string {
+	rw := relabel.New(sel)
+	type key struct {
+		name     string
+		upstream bool
+	}
+	series := map[key]int{}
+	for line := range bytes.SplitSeq(page, []byte("\n")) {
+		if name, upstream, ok := relabel.SeriesKey(bytes.TrimSuffix(line, []byte("\r"))); ok {
+			series[key{name, upstream}]++
+		}
+	}
+	lines := make([]string, 0, len(series)+1)
+	for k, n := range series {
+		what := "Kong service"
+		if k.upstream {
+			what = "Kong upstream"
+		}
+		svc, kept, drop, ok := rw.Resolve(k.name, k.upstream)
+		var verdict string
+		switch {
+		case ok && kept == 0:
+			verdict = fmt.Sprintf("Service %s, not selected: dropped", svc)
+		case ok:
+			verdict = fmt.Sprintf("Service %s, keeps %s", svc, kept)
+		case drop == relabel.DropMultiBackend:
+			verdict = "several Services (a rule with several backends): dropped as multi_backend"
+		default:
+			why := relabel.ExplainUnresolved(k.name)
+			verdict = fmt.Sprintf("unresolved (%s): dropped; %s", why.Reason, why.Fix)
+		}
+		lines = append(lines, fmt.Sprintf("%s %q (%d series): %s", what, k.name, n, verdict))
+	}
+	slices.Sort(lines)
+	if len(lines) == 0 {
+		lines = append(lines, "the Kong page has no series of the families an extension can keep")
+	}
+	return lines
 }
 
 func usage(fs *flag.FlagSet, w io.Writer) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
 )
 
@@ -261,4 +262,43 @@ func TestServerSurface(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestCheckConfigKongPage: -check-config with -kong-page prints how each
+// Kong service and upstream name resolves, with the route mapping when
+// -routes names one; testdata/check/<case>.golden holds each output.
+func TestCheckConfigKongPage(t *testing.T) {
+	const ext = "../../manifests/examples/dataplanemetricsextension.yaml"
+	page := filepath.Join("testdata", "check", "kong-page.prom")
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"names", []string{"-check-config", ext, "-kong-page", page}},
+		{"names-with-routes", []string{"-check-config", ext, "-routes", filepath.Join("testdata", "check", "routes.json"), "-kong-page", page}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(tc.args, nil, &stdout, &stderr); code != 0 {
+				t.Fatalf("exit %d\nstderr: %s", code, &stderr)
+			}
+			golden.Check(t, filepath.Join("testdata", "check", tc.name+".golden"), stdout.Bytes())
+		})
+	}
+	// From a URL, as from a running Kong's status listener.
+	body, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(body) }))
+	defer srv.Close()
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-check-config", ext, "-kong-page", srv.URL + "/metrics"}, nil, &stdout, &stderr); code != 0 ||
+		!strings.Contains(stdout.String(), `Kong service "httproute.kong.svc.kong.command.80.1" (5 series): Service kong/command, keeps latency`) {
+		t.Errorf("from a URL: exit %d\nstdout: %s\nstderr: %s", code, &stdout, &stderr)
+	}
+	if code := run([]string{"-kong-page", page}, nil, &stdout, &stderr); code != 2 {
+		t.Errorf("-kong-page without -check-config: exit %d, want 2", code)
+	}
 }
