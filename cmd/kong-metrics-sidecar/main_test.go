@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 )
 
 // hangTimeout bounds the waits of these tests for the binary: for it to be
