@@ -14,15 +14,14 @@ import (
 const module = "github.com/kong-metrics-sidecar/kong-metrics-sidecar"
 
 // forbidden are the packages the webhook must not link: the sidecar's
-// extension file, rewriter, Admin API client and proxy, and the YAML parser
-// of the extension file. (go.yaml.in/yaml/v2 is not among them: Kubernetes'
-// apimachinery, which the webhook needs, links it.)
+// extension file, rewriter, Admin API client and proxy. (The YAML parsers
+// are not among them: client-go's kubeconfig loading, which the route
+// mapping needs out of a cluster, links them.)
 var forbidden = []string{
 	module + "/config",
 	module + "/relabel",
 	module + "/kongadmin",
 	module + "/proxy",
-	"go.yaml.in/yaml/v3",
 }
 
 // TestInjectorDependencies keeps the webhook apart from the sidecar: the

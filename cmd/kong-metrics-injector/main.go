@@ -19,7 +19,11 @@ import (
 	"github.com/prometheus/common/version"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/inject"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/routemap"
 )
 
 const program = "kong-metrics-injector"
@@ -108,14 +112,47 @@ func serve(ctx context.Context, s inject.Settings, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// The reloader stops with the server, also when the server fails.
+	var routes *routemap.Publisher
+	if len(s.RouteMappingNamespaces) > 0 {
+		cfg, err := restConfig(s.Kubeconfig)
+		if err != nil {
+			return fmt.Errorf("route mapping: %w", err)
+		}
+		routes, err = routemap.New(routemap.Options{
+			Config:     cfg,
+			Namespaces: s.RouteMappingNamespaces,
+			ConfigMap:  s.RouteMappingConfigMap,
+			Registry:   reg,
+			Logger:     logger.With("component", "routemap"),
+		})
+		if err != nil {
+			return err
+		}
+	}
+	// The reloader and the route mapping stop with the server, also when
+	// the server fails.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	certsDone := make(chan error, 1)
 	go func() { certsDone <- certs.Run(ctx) }()
+	routesDone := make(chan error, 1)
+	if routes != nil {
+		go func() { routesDone <- routes.Run(ctx) }()
+	} else {
+		routesDone <- nil
+	}
 	err = srv.Run(ctx)
 	cancel()
-	return errors.Join(err, <-certsDone)
+	return errors.Join(err, <-certsDone, <-routesDone)
+}
+
+// restConfig is the API access of the route mapping: the kubeconfig at
+// path, or the pod's service account when path is empty.
+func restConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		return rest.InClusterConfig()
+	}
+	return clientcmd.BuildConfigFromFlags("", path)
 }
 
 func usage(flags *flag.FlagSet) {
