@@ -77,6 +77,9 @@ func TestParseServices(t *testing.T) {
 		{"shop/cart:http", nil, `port "http" is not a port number`},
 		{"httproute/shop/web", nil, "want httproute/<ns>/<name>/<rule>"},
 		{"httproute/shop/web/x", nil, `rule "x" is not a number`},
+		// The tutorial's route under Kong Operator 2.1+ (combined services).
+		{"httproute/kong/command/0=httproute.kong.svc.kong.command.80.1", []string{"httproute.kong.svc.kong.command.80.1"}, ""},
+		{"httproute/kong/command/0=", nil, "empty Kong service name"},
 	} {
 		t.Run(tc.spec, func(t *testing.T) {
 			svcs, err := ParseServices(tc.spec)

@@ -18,6 +18,10 @@ import (
 //	httproute/<ns>/<name>/<rule> an HTTPRoute rule with backend Service <name>:
 //	                             service and upstream httproute.<ns>.<name>.<rule>,
 //	                             route httproute.<ns>.<name>.<rule>.0, path prefix /<name>
+//	httproute/<ns>/<name>/<rule>=<kong service>
+//	                             the same with the Kong service (and upstream) named as
+//	                             given: the combined-services name KIC gives the rule,
+//	                             such as httproute.<ns>.svc.<ns>.<name>.80.1
 //
 // An empty spec means no services. A service of the fixture keeps the fixture's targets; any other gets one
 // target with an address derived from its name.
@@ -50,6 +54,10 @@ func ParseServices(spec string) ([]Service, error) {
 
 func parseService(entry string) (Service, error) {
 	if rest, ok := strings.CutPrefix(entry, "httproute/"); ok {
+		rest, named, hasName := strings.Cut(rest, "=")
+		if hasName && strings.TrimSpace(named) == "" {
+			return Service{}, fmt.Errorf("empty Kong service name after =")
+		}
 		parts := strings.Split(rest, "/")
 		if len(parts) != 3 || parts[0] == "" || parts[1] == "" {
 			return Service{}, fmt.Errorf("want httproute/<ns>/<name>/<rule>")
@@ -59,9 +67,13 @@ func parseService(entry string) (Service, error) {
 		}
 		ns, name, rule := parts[0], parts[1], parts[2]
 		kong := "httproute." + ns + "." + name + "." + rule
+		route := kong + ".0" // KIC names routes after the rule whatever the service's name
+		if hasName {
+			kong = named // the upstream is named after the Kong service's host, its name
+		}
 		return Service{
 			Name:        kong,
-			Route:       kong + ".0",
+			Route:       route,
 			PathPrefix:  "/" + name,
 			Upstream:    kong,
 			Targets:     []Target{{Target: derivedTarget(kong)}},

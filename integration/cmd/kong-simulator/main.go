@@ -39,7 +39,7 @@ func run() int {
 	listen := fs.String("listen", "127.0.0.1:8100", "status listener address (/metrics, /status, /status/ready)")
 	proxyListen := fs.String("proxy-listen", "127.0.0.1:8000", "proxy listener address; empty for none")
 	services := fs.String("services", "kong/command:80@api.example.com",
-		"comma-separated Kong services: fixture, <ns>/<svc>:<port>[@<host>] or httproute/<ns>/<name>/<rule>")
+		"comma-separated Kong services: fixture, <ns>/<svc>:<port>[@<host>] or httproute/<ns>/<name>/<rule>[=<kong service name>]")
 	routes := fs.Int("routes", 0, "also generate N routes with recorded traffic, as on the scale page")
 	stream := fs.Bool("stream", false, "append the stream subsystem's families, as Kong does with a stream listener")
 	kongLatency := fs.Duration("kong-latency", time.Millisecond, "Kong latency recorded for each proxied request")
