@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"path/filepath"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -80,9 +81,48 @@ type dataPlanes struct {
 	sidecarPort string
 	dir         string
 	logger      *slog.Logger
-	mu          sync.Mutex // Protects pods and err.
+	mu          sync.Mutex // Protects pods, err and kongServices.
 	pods        map[string]*kongPod
 	err         error // the last failure to run or stop a pod
+	// kongServices is the simulators' -services: the Kong service the
+	// Kong Ingress Controller would make of the stored route; empty: the
+	// simulator's default (the Ingress form, kong.command.80).
+	kongServices string
+}
+
+// setKongServices makes pods started from now on serve services (a
+// kong-simulator -services value).
+func (dp *dataPlanes) setKongServices(services string) {
+	dp.mu.Lock()
+	dp.kongServices = services
+	dp.mu.Unlock()
+}
+
+// simServices is the simulators' -services now.
+func (dp *dataPlanes) simServices() string {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	return dp.kongServices
+}
+
+// restartKongServing restarts the pod's Kong simulator serving services
+// (a kong-simulator -services value), as a Kong whose control plane now
+// names the route's service otherwise.
+func (dp *dataPlanes) restartKongServing(k *kongPod, services string) error {
+	k.simulator().Stop(10 * time.Second)
+	k.simArgs = withServices(k.simArgs, services)
+	return k.startSimulator(dp)
+}
+
+// withServices is args with -services set to services ("" leaves it out).
+func withServices(args []string, services string) []string {
+	if i := slices.Index(args, "-services"); i >= 0 {
+		args = slices.Delete(slices.Clone(args), i, i+2)
+	}
+	if services == "" {
+		return args
+	}
+	return append(args, "-services", services)
 }
 
 // runDataPlanes starts following the Kong Deployment's pods until the test
@@ -261,7 +301,7 @@ func (dp *dataPlanes) start(ctx context.Context, pod *corev1.Pod) (*kongPod, err
 		proxyURL:   "http://" + net.JoinHostPort(ip, proxyPort),
 		sidecarURL: "http://" + net.JoinHostPort(ip, dp.sidecarPort),
 		statsURL:   "http://" + stats,
-		simArgs:    []string{"-proxy-listen", net.JoinHostPort(ip, proxyPort), "-listen", net.JoinHostPort(ip, statusPort), "-stats-listen", stats},
+		simArgs:    withServices([]string{"-proxy-listen", net.JoinHostPort(ip, proxyPort), "-listen", net.JoinHostPort(ip, statusPort), "-stats-listen", stats}, dp.simServices()),
 		volume:     filepath.Join(dp.dir, pod.Name, "volume"),
 		projected:  make(chan string, 16),
 	}
@@ -275,11 +315,16 @@ func (dp *dataPlanes) start(ctx context.Context, pod *corev1.Pod) (*kongPod, err
 		return nil, err
 	}
 
-	// The ConfigMap volume the sidecar mounts, and the file it reads.
-	var cmName, mountPath string
+	// The ConfigMap volume the sidecar mounts, and the file it reads; the
+	// optional one is the route mapping's, which may not exist yet.
+	var cmName, mountPath, routesCM, routesMount string
 	for _, m := range sc.VolumeMounts {
 		for _, v := range pod.Spec.Volumes {
-			if v.Name == m.Name && v.ConfigMap != nil {
+			switch {
+			case v.Name != m.Name || v.ConfigMap == nil:
+			case v.ConfigMap.Optional != nil && *v.ConfigMap.Optional:
+				routesCM, routesMount = v.ConfigMap.Name, m.MountPath
+			default:
 				cmName, mountPath = v.ConfigMap.Name, m.MountPath
 			}
 		}
@@ -319,6 +364,20 @@ func (dp *dataPlanes) start(ctx context.Context, pod *corev1.Pod) (*kongPod, err
 		return nil, err
 	}
 	<-k.projected
+	if routesCM != "" {
+		// The kubelet makes an optional ConfigMap's volume empty while the
+		// ConfigMap is missing, and fills it once it appears.
+		routesDir := k.volume + "-routes"
+		if err := os.MkdirAll(routesDir, 0o755); err != nil {
+			return nil, err
+		}
+		go func() { _ = fakekubelet.ProjectConfigMap(pctx, dp.c.Client, "kong", routesCM, routesDir, dp.logger, nil) }()
+		if f := env["SIDECAR_ROUTE_MAPPING_FILE"]; strings.HasPrefix(f, routesMount+"/") {
+			env["SIDECAR_ROUTE_MAPPING_FILE"] = filepath.Join(routesDir, strings.TrimPrefix(f, routesMount+"/"))
+		} else {
+			return nil, fmt.Errorf("SIDECAR_ROUTE_MAPPING_FILE %q is not in the route mapping's mount %s", f, routesMount)
+		}
+	}
 	// File events, not the poll, must carry the reload of step 6.
 	env["SIDECAR_LISTEN_ADDR"] = net.JoinHostPort(ip, dp.sidecarPort)
 	env["SIDECAR_UPSTREAM_URL"] = up.String()

@@ -99,6 +99,8 @@ func TestTutorial(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.step("step 1 passed: server-side applied %d objects (%s)", n, kinds(objs))
+	combined, perRule := tutorialRoute(ctx, t, c)
+	w.step("step 1: HTTPRoute kong/command stored with its backendRef's weight defaulted to 1: Kong Operator 2.1+ names its Kong service %s, Kong Gateway Operator 1.x %s", combined, perRule)
 	startOperator(t, w, c, third["E2E_PROMETHEUS_OPERATOR_BIN"], filepath.Join(dir, "operator"))
 
 	// --- Step 2: the webhook.
@@ -108,7 +110,7 @@ func TestTutorial(t *testing.T) {
 	startInjector(t, w, c, objs, own["kong-metrics-injector"], injectorAddr, filepath.Join(dir, "injector"))
 
 	// --- Step 3: the data planes, the sidecars and Prometheus.
-	dp := &dataPlanes{w: w, c: c, own: own, sidecarPort: sidecarPort, dir: filepath.Join(dir, "pods"), logger: logger}
+	dp := &dataPlanes{w: w, c: c, own: own, sidecarPort: sidecarPort, dir: filepath.Join(dir, "pods"), logger: logger, kongServices: simServices(combined)}
 	runDataPlanes(ctx, t, dp)
 	pods := podNames(dp.waitRunning(ctx, kongReplicas, 60*time.Second))
 	if !slices.Equal(pods, kongPods) {
@@ -119,7 +121,8 @@ func TestTutorial(t *testing.T) {
 		eps := lb.endpoints()
 		return len(eps) == kongReplicas, fmt.Sprint(eps)
 	})
-	w.step("data planes up: %d Kong pods, each with its simulator and sidecar on its own address; Service kong/kong-proxy spreads requests over %v", kongReplicas, lb.endpoints())
+	w.step("data planes up: %d Kong pods, each with its simulator (Kong service %s) and sidecar on its own address; Service kong/kong-proxy spreads requests over %v", kongReplicas, combined, lb.endpoints())
+	stepRouteMapping(ctx, t, w, c, dp)
 	proms := startMonitoring(ctx, t, w, c, third["E2E_PROMETHEUS_BIN"], filepath.Join(dir, "prometheus"))
 	tr := startTraffic(ctx, lb.URL, "0.1")
 	t.Cleanup(func() { _, _ = tr.stop() }) // the traffic steps check it; this only ends it
@@ -144,6 +147,7 @@ func TestTutorial(t *testing.T) {
 	stepPodDeleted(ctx, t, w, c, dp, proms, hpa)
 	stepKongRestart(ctx, t, w, c, dp, proms, hpa)
 	stepPrometheusRestart(ctx, t, w, c, proms, hpa)
+	stepRouteRuleNames(ctx, t, w, c, dp, proms, combined, perRule)
 	step5ScaleDown(ctx, t, w, c, lb, &tr, hpa)
 
 	// --- Step 6: hot reload through the API server.
@@ -221,6 +225,14 @@ func startInjector(t *testing.T, w *world, c *cluster.Cluster, objs []*unstructu
 			env = append(env, e.Name+"="+e.Value)
 		}
 	}
+	// The route mapping reaches the API server as the injector's
+	// ServiceAccount would, so that the shipped RBAC is what allows it.
+	kubeconfig, err := c.Kubeconfig("injector", "system:serviceaccount:"+d.Namespace+":"+d.Spec.Template.Spec.ServiceAccountName,
+		[]string{"system:serviceaccounts", "system:serviceaccounts:" + d.Namespace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env = append(env, "INJECTOR_KUBECONFIG="+kubeconfig)
 	if bin == "" {
 		t.Fatal("no kong-metrics-injector binary (cmd/kong-metrics-injector)")
 	}

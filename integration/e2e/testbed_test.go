@@ -17,7 +17,7 @@ import (
 
 // testbed is what every scenario (TestTutorial, TestKEDA, TestScale)
 // starts from: the test in its own network namespace, its timeline, the
-// binaries and Prometheus Operator's CRD files.
+// binaries, Prometheus Operator's and the Gateway API's CRD files.
 type testbed struct {
 	w      *world
 	logger *slog.Logger
@@ -53,6 +53,11 @@ func startTestbed(ctx context.Context, t *testing.T, modules ...string) *testbed
 	if tb.crds, err = operatorCRDFiles(ctx); err != nil {
 		t.Fatal(err)
 	}
+	gw, err := gatewayAPICRDFiles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.crds = append(tb.crds, gw...)
 	if tb.own, err = harness.Binaries(ctx); err != nil {
 		t.Fatal(err)
 	}
