@@ -10,8 +10,8 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"path/filepath"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -371,7 +371,9 @@ func (dp *dataPlanes) start(ctx context.Context, pod *corev1.Pod) (*kongPod, err
 		if err := os.MkdirAll(routesDir, 0o755); err != nil {
 			return nil, err
 		}
-		go func() { _ = fakekubelet.ProjectConfigMap(pctx, dp.c.Client, "kong", routesCM, routesDir, dp.logger, nil) }()
+		go func() {
+			_ = fakekubelet.ProjectConfigMap(pctx, dp.c.Client, "kong", routesCM, routesDir, dp.logger, nil)
+		}()
 		if f := env["SIDECAR_ROUTE_MAPPING_FILE"]; strings.HasPrefix(f, routesMount+"/") {
 			env["SIDECAR_ROUTE_MAPPING_FILE"] = filepath.Join(routesDir, strings.TrimPrefix(f, routesMount+"/"))
 		} else {
