@@ -117,6 +117,8 @@ func (s Settings) Config(version string) Config {
 		SidecarMemoryLimit:   quantity(s.SidecarMemoryLimit),
 		StatusPort:           int(s.DefaultStatusPort),
 		MinFetchInterval:     s.SidecarMinFetchInterval,
+
+		RouteMappingConfigMap: s.RouteMappingConfigMap,
 	}
 }
 

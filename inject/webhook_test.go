@@ -80,6 +80,7 @@ func TestFixtures(t *testing.T) {
 		c.SidecarMemoryLimit = resource.MustParse("192Mi")
 		c.StatusPort = 8200
 		c.MinFetchInterval = 14 * time.Second
+		c.RouteMappingConfigMap = "kong-routes"
 	}
 	settingsOf := map[string]func(*Config){
 		"injector-settings":                    nonDefault,
@@ -228,8 +229,13 @@ func checkInjectedPod(t *testing.T, before, after []byte, mode Mode, upstream st
 	if len(*added) != len(oldAdded)+1 || !sameList((*added)[:len(oldAdded)], oldAdded) {
 		t.Fatalf("want the existing containers untouched and in order, then the sidecar; got %d containers for %d", len(*added), len(oldAdded))
 	}
-	if len(pod.Spec.Volumes) != len(old.Spec.Volumes)+1 || !sameList(pod.Spec.Volumes[:len(old.Spec.Volumes)], old.Spec.Volumes) {
-		t.Error("want the existing volumes untouched, then the sidecar's")
+	if len(pod.Spec.Volumes) != len(old.Spec.Volumes)+2 || !sameList(pod.Spec.Volumes[:len(old.Spec.Volumes)], old.Spec.Volumes) {
+		t.Fatal("want the existing volumes untouched, then the sidecar's two")
+	}
+	for _, v := range pod.Spec.Volumes[len(old.Spec.Volumes):] {
+		if v.ConfigMap == nil || v.ConfigMap.Optional == nil || !*v.ConfigMap.Optional {
+			t.Errorf("volume %+v: want an optional ConfigMap volume", v)
+		}
 	}
 	sidecar := (*added)[len(oldAdded)]
 	if sidecar.Name != ContainerName || sidecar.Image != testConfig.Image {
@@ -248,10 +254,18 @@ func checkInjectedPod(t *testing.T, before, after []byte, mode Mode, upstream st
 	if env["SIDECAR_CONFIG_FILE"] != "/etc/kong-metrics-sidecar/config.yaml" {
 		t.Errorf("SIDECAR_CONFIG_FILE=%q", env["SIDECAR_CONFIG_FILE"])
 	}
+	if env["SIDECAR_ROUTE_MAPPING_FILE"] != "/etc/kong-metrics-sidecar/routes/routes.json.gz" {
+		t.Errorf("SIDECAR_ROUTE_MAPPING_FILE=%q", env["SIDECAR_ROUTE_MAPPING_FILE"])
+	}
+	mounts := map[string]string{}
 	for _, m := range sidecar.VolumeMounts {
 		if m.SubPath != "" || m.SubPathExpr != "" || !m.ReadOnly {
 			t.Errorf("mount %+v: want a read-only directory mount", m)
 		}
+		mounts[m.Name] = m.MountPath
+	}
+	if want := map[string]string{VolumeName: "/etc/kong-metrics-sidecar", RoutesVolumeName: "/etc/kong-metrics-sidecar/routes"}; !reflect.DeepEqual(mounts, want) {
+		t.Errorf("mounts %v, want %v", mounts, want)
 	}
 	if sidecar.ReadinessProbe != nil || sidecar.StartupProbe != nil {
 		t.Error("the sidecar has a readiness or startup probe")
