@@ -96,6 +96,12 @@ type Config struct {
 	// publishes; every sidecar mounts it, optional. Empty means
 	// DefaultRouteMappingConfigMap.
 	RouteMappingConfigMap string
+	// ExtraEnv, ExtraVolumes and ExtraVolumeMounts are added to the
+	// sidecar after the injector's own (LoadSettings checks that they
+	// clash with none of them).
+	ExtraEnv          []corev1.EnvVar
+	ExtraVolumes      []corev1.Volume
+	ExtraVolumeMounts []corev1.VolumeMount
 }
 
 // Outcome is what Mutate decided for a pod.
@@ -166,6 +172,7 @@ func Mutate(pod *corev1.Pod, cfg Config) Result {
 		problems = append(problems, err.Error())
 	}
 	problems = append(problems, conflicts(pod, target)...)
+	problems = append(problems, extraVolumeConflicts(pod, cfg.ExtraVolumes)...)
 	if len(problems) > 0 {
 		warnings := make([]string, len(problems))
 		for i, p := range problems {
@@ -176,7 +183,7 @@ func Mutate(pod *corev1.Pod, cfg Config) Result {
 
 	r := Result{
 		Outcome:      Injected,
-		Patch:        patch(pod, cfg, sidecarContainer(cfg, target, resources, interval), sidecarVolumes(cfg, configMap)),
+		Patch:        patch(pod, cfg, withExtras(sidecarContainer(cfg, target, resources, interval), cfg), sidecarVolumes(cfg, configMap)),
 		UpstreamURL:  target.upstreamURL(),
 		UpstreamFrom: target.source,
 	}

@@ -148,13 +148,14 @@ func sidecarContainer(cfg Config, target statusTarget, resources corev1.Resource
 }
 
 // sidecarVolumes are the sidecar's volumes: configMap's, holding the
-// extension file, and the route mapping's.
+// extension file, the route mapping's, and cfg.ExtraVolumes.
 func sidecarVolumes(cfg Config, configMap string) []corev1.Volume {
 	routes := cfg.RouteMappingConfigMap
 	if routes == "" {
 		routes = DefaultRouteMappingConfigMap
 	}
-	return []corev1.Volume{configMapVolume(VolumeName, configMap), configMapVolume(RoutesVolumeName, routes)}
+	volumes := []corev1.Volume{configMapVolume(VolumeName, configMap), configMapVolume(RoutesVolumeName, routes)}
+	return append(volumes, cfg.ExtraVolumes...)
 }
 
 // configMapVolume is a ConfigMap volume of the sidecar. It is optional so
