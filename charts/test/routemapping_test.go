@@ -1,6 +1,8 @@
 package test
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -10,52 +12,17 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 )
 
-// sidecarExtrasValues are docs/install.md's example: the Admin API with its
-// client certificate and token from Secrets, a log level and the web config
-// file.
-const sidecarExtrasValues = `
-sidecar:
-  env:
-  - name: SIDECAR_KONG_ADMIN_URL
-    value: https://127.0.0.1:8444
-  - name: SIDECAR_KONG_ADMIN_CA_FILE
-    value: /etc/kong-metrics-sidecar-admin/ca.crt
-  - name: SIDECAR_KONG_ADMIN_CERT_FILE
-    value: /etc/kong-metrics-sidecar-admin/tls.crt
-  - name: SIDECAR_KONG_ADMIN_KEY_FILE
-    value: /etc/kong-metrics-sidecar-admin/tls.key
-  - name: SIDECAR_KONG_ADMIN_TOKEN
-    valueFrom:
-      secretKeyRef:
-        name: kong-admin-token
-        key: token
-  - name: SIDECAR_LOG_LEVEL
-    value: debug
-  - name: SIDECAR_WEB_CONFIG_FILE
-    value: /etc/kong-metrics-sidecar-web/web-config.yaml
-  extraVolumes:
-  - name: kong-admin-tls
-    secret:
-      secretName: kong-metrics-sidecar-admin-tls
-      defaultMode: 0440
-  - name: sidecar-web-config
-    configMap:
-      name: kong-metrics-sidecar-web-config
-  extraVolumeMounts:
-  - name: kong-admin-tls
-    mountPath: /etc/kong-metrics-sidecar-admin
-    readOnly: true
-  - name: sidecar-web-config
-    mountPath: /etc/kong-metrics-sidecar-web
-    readOnly: true
-`
+// sidecarExtrasValuesFile is docs/install.md's example: the Admin API with
+// its client certificate and token from Secrets, a log level and the web
+// config file.
+var sidecarExtrasValuesFile = filepath.Join("..", "examples", "sidecar-settings-values.yaml")
 
 // The sidecar's extra settings and the route mapping's objects, each
 // rendered against its golden file.
 func init() {
 	renderCases = append(renderCases, renderCase{
 		name:   "sidecar-extras",
-		values: sidecarExtrasValues,
+		values: mustReadFile(sidecarExtrasValuesFile),
 		check: func(t *testing.T, r rendering) {
 			c := injectorOf(t, r).settings.Config("test")
 			var names []string
@@ -190,4 +157,22 @@ func TestSchemaRejectsSidecarExtras(t *testing.T) {
 			t.Errorf("%q: error %v, want a schema error naming %q", tc.values, err, tc.want)
 		}
 	}
+}
+
+// TestDocsShowSidecarSettings: docs/install.md shows the chart's example
+// values as they are in the file the tests render.
+func TestDocsShowSidecarSettings(t *testing.T) {
+	doc := readFile(t, filepath.Join("..", "..", "docs", "install.md"))
+	if !strings.Contains(doc, mustReadFile(sidecarExtrasValuesFile)) {
+		t.Errorf("docs/install.md does not show %s as it is", sidecarExtrasValuesFile)
+	}
+}
+
+// mustReadFile is the file's content, for the render cases' values.
+func mustReadFile(name string) string {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
 }
