@@ -57,6 +57,15 @@ const (
 	SidecarPort     = 9542
 	SidecarPortName = "sidecar-metrics"
 	SidecarUID      = 65532
+	// RoutesVolumeName is the volume of the route mapping's ConfigMap
+	// (Config.RouteMappingConfigMap), mounted at RoutesDir; the sidecar
+	// reads RoutesKey from it (SIDECAR_ROUTE_MAPPING_FILE).
+	RoutesVolumeName = "kong-metrics-sidecar-routes"
+	RoutesDir        = ConfigDir + "/routes"
+	RoutesKey        = "routes.json.gz"
+	// DefaultRouteMappingConfigMap is the route mapping's ConfigMap where
+	// Config.RouteMappingConfigMap is empty.
+	DefaultRouteMappingConfigMap = "kong-metrics-sidecar-routes"
 )
 
 // Config is what Mutate needs besides the pod. It is read only.
@@ -82,6 +91,17 @@ type Config struct {
 	// pod has no AnnotationMinFetchInterval; 0 leaves it unset (the
 	// sidecar's default, 0s: every scrape fetches Kong).
 	MinFetchInterval time.Duration
+	// RouteMappingConfigMap is the ConfigMap, in the pod's namespace, that
+	// holds the route mapping (key RoutesKey) the injector's Deployment
+	// publishes; every sidecar mounts it, optional. Empty means
+	// DefaultRouteMappingConfigMap.
+	RouteMappingConfigMap string
+	// ExtraEnv, ExtraVolumes and ExtraVolumeMounts are added to the
+	// sidecar after the injector's own (LoadSettings checks that they
+	// clash with none of them).
+	ExtraEnv          []corev1.EnvVar
+	ExtraVolumes      []corev1.Volume
+	ExtraVolumeMounts []corev1.VolumeMount
 }
 
 // Outcome is what Mutate decided for a pod.
@@ -152,6 +172,7 @@ func Mutate(pod *corev1.Pod, cfg Config) Result {
 		problems = append(problems, err.Error())
 	}
 	problems = append(problems, conflicts(pod, target)...)
+	problems = append(problems, extraVolumeConflicts(pod, cfg.ExtraVolumes)...)
 	if len(problems) > 0 {
 		warnings := make([]string, len(problems))
 		for i, p := range problems {
@@ -162,7 +183,7 @@ func Mutate(pod *corev1.Pod, cfg Config) Result {
 
 	r := Result{
 		Outcome:      Injected,
-		Patch:        patch(pod, cfg, sidecarContainer(cfg, target, resources, interval), configVolume(configMap)),
+		Patch:        patch(pod, cfg, withExtras(sidecarContainer(cfg, target, resources, interval), cfg), sidecarVolumes(cfg, configMap)),
 		UpstreamURL:  target.upstreamURL(),
 		UpstreamFrom: target.source,
 	}
@@ -204,8 +225,8 @@ func statusTargetOf(pod *corev1.Pod, defaultPort int) (statusTarget, error) {
 func conflicts(pod *corev1.Pod, target statusTarget) []string {
 	var problems []string
 	for _, v := range pod.Spec.Volumes {
-		if v.Name == VolumeName {
-			problems = append(problems, fmt.Sprintf("the pod already has a volume named %s", VolumeName))
+		if v.Name == VolumeName || v.Name == RoutesVolumeName {
+			problems = append(problems, fmt.Sprintf("the pod already has a volume named %s", v.Name))
 		}
 	}
 	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {

@@ -50,6 +50,7 @@ func TestMutate(t *testing.T) {
 		{"status-port empty", func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationStatusPort: ""} }, Invalid, []string{"want a port number"}},
 		{"status-port OFF", func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationStatusPort: "OFF"} }, Invalid, []string{"want a port number"}},
 		{"volume name taken", func(p *corev1.Pod) { p.Spec.Volumes = []corev1.Volume{{Name: VolumeName}} }, Invalid, []string{"already has a volume named kong-metrics-sidecar-config"}},
+		{"routes volume name taken", func(p *corev1.Pod) { p.Spec.Volumes = []corev1.Volume{{Name: RoutesVolumeName}} }, Invalid, []string{"already has a volume named kong-metrics-sidecar-routes"}},
 		{"port taken", func(p *corev1.Pod) {
 			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "exporter", Ports: []corev1.ContainerPort{{ContainerPort: SidecarPort}}})
 		}, Invalid, []string{`container "exporter" already uses port 9542`}},
@@ -101,20 +102,20 @@ func TestMutatePatchLayout(t *testing.T) {
 	}{
 		{"native, no parents", ModeNative, func(*corev1.Pod) {}, []string{
 			"/metadata/annotations", "/metadata/annotations/kong-metrics-sidecar.io~1injected",
-			"/spec/volumes", "/spec/volumes/-", "/spec/initContainers", "/spec/initContainers/-"}},
+			"/spec/volumes", "/spec/volumes/-", "/spec/volumes/-", "/spec/initContainers", "/spec/initContainers/-"}},
 		{"container, no parents", ModeContainer, func(*corev1.Pod) {}, []string{
 			"/metadata/annotations", "/metadata/annotations/kong-metrics-sidecar.io~1injected",
-			"/spec/volumes", "/spec/volumes/-", "/spec/containers/-"}},
+			"/spec/volumes", "/spec/volumes/-", "/spec/volumes/-", "/spec/containers/-"}},
 		{"native, every parent", ModeNative, func(p *corev1.Pod) {
 			p.Annotations = map[string]string{"a": "b"}
 			p.Spec.Volumes = []corev1.Volume{{Name: "tmp"}}
 			p.Spec.InitContainers = []corev1.Container{{Name: "init"}}
-		}, []string{"/metadata/annotations/kong-metrics-sidecar.io~1injected", "/spec/volumes/-", "/spec/initContainers/-"}},
+		}, []string{"/metadata/annotations/kong-metrics-sidecar.io~1injected", "/spec/volumes/-", "/spec/volumes/-", "/spec/initContainers/-"}},
 		{"empty parents exist", ModeNative, func(p *corev1.Pod) {
 			p.Annotations = map[string]string{}
 			p.Spec.Volumes = []corev1.Volume{}
 			p.Spec.InitContainers = []corev1.Container{}
-		}, []string{"/metadata/annotations/kong-metrics-sidecar.io~1injected", "/spec/volumes/-", "/spec/initContainers/-"}},
+		}, []string{"/metadata/annotations/kong-metrics-sidecar.io~1injected", "/spec/volumes/-", "/spec/volumes/-", "/spec/initContainers/-"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -250,6 +251,28 @@ func TestMinFetchInterval(t *testing.T) {
 				t.Errorf("SIDECAR_MIN_FETCH_INTERVAL %q, want once %q", got, tc.env)
 			}
 		})
+	}
+}
+
+// TestRouteMappingVolume checks which ConfigMap the route mapping's volume
+// names: the configured one, else the default.
+func TestRouteMappingVolume(t *testing.T) {
+	for _, tc := range []struct{ configured, want string }{
+		{"", "kong-metrics-sidecar-routes"},
+		{"routes-v2", "routes-v2"},
+	} {
+		cfg := testConfig
+		cfg.RouteMappingConfigMap = tc.configured
+		r := Mutate(kongPod(), cfg)
+		var got []string
+		for _, op := range r.Patch {
+			if v, ok := op.Value.(corev1.Volume); ok && v.Name == RoutesVolumeName && v.ConfigMap != nil {
+				got = append(got, v.ConfigMap.Name)
+			}
+		}
+		if len(got) != 1 || got[0] != tc.want {
+			t.Errorf("configured %q: route mapping volumes of ConfigMaps %q, want one of %q", tc.configured, got, tc.want)
+		}
 	}
 }
 

@@ -23,10 +23,10 @@ func escapePointer(token string) string {
 	return pointerEscaper.Replace(token)
 }
 
-// patch adds the annotation, the volume and the sidecar, adding each
+// patch adds the annotation, the volumes and the sidecar, adding each
 // parent that is absent before adding into it. It only appends, so the
 // existing containers, volumes and their order are untouched.
-func patch(pod *corev1.Pod, cfg Config, sidecar corev1.Container, volume corev1.Volume) []Operation {
+func patch(pod *corev1.Pod, cfg Config, sidecar corev1.Container, volumes []corev1.Volume) []Operation {
 	var ops []Operation
 	add := func(path string, value any) {
 		ops = append(ops, Operation{Op: "add", Path: path, Value: value})
@@ -38,7 +38,9 @@ func patch(pod *corev1.Pod, cfg Config, sidecar corev1.Container, volume corev1.
 	if pod.Spec.Volumes == nil {
 		add("/spec/volumes", []corev1.Volume{})
 	}
-	add("/spec/volumes/-", volume)
+	for _, v := range volumes {
+		add("/spec/volumes/-", v)
+	}
 	list := "/spec/containers"
 	if cfg.Mode == ModeNative {
 		// Last among the init containers: it starts once the others have

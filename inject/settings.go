@@ -6,8 +6,10 @@ import (
 	"net"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -40,6 +42,11 @@ type Settings struct {
 	RouteMappingNamespaces []string `env:"ROUTE_MAPPING_NAMESPACES" envSeparator:"," help:"namespaces of Kong pods to publish the HTTPRoute/GRPCRoute mapping to, comma-separated (empty: the mapping is not published)"`
 	RouteMappingConfigMap  string   `env:"ROUTE_MAPPING_CONFIGMAP" envDefault:"kong-metrics-sidecar-routes" help:"ConfigMap that holds the route mapping in each namespace; the injector mounts it (optional) into every sidecar"`
 	Kubeconfig             string   `env:"KUBECONFIG" help:"kubeconfig for the route mapping's API access (empty: the pod's service account)"`
+	// Any other SIDECAR_* setting of the injected sidecar, with the volumes
+	// its files come from, as JSON arrays of the pod spec's objects.
+	SidecarExtraEnv          JSONList[corev1.EnvVar]      `env:"SIDECAR_EXTRA_ENV" help:"more variables of the sidecar, a JSON array of EnvVar (name, value or valueFrom); names start with SIDECAR_ and are none the injector sets"`
+	SidecarExtraVolumes      JSONList[corev1.Volume]      `env:"SIDECAR_EXTRA_VOLUMES" help:"volumes added to the pod for the sidecar, a JSON array of Volume (such as a Secret with the Admin API's client certificate)"`
+	SidecarExtraVolumeMounts JSONList[corev1.VolumeMount] `env:"SIDECAR_EXTRA_VOLUME_MOUNTS" help:"mounts of INJECTOR_SIDECAR_EXTRA_VOLUMES in the sidecar, a JSON array of VolumeMount, outside /etc/kong-metrics-sidecar"`
 	envconfig.LogSettings
 }
 
@@ -93,6 +100,11 @@ func LoadSettings(environ []string) (Settings, error) {
 	if s.SidecarMinFetchInterval < 0 {
 		errs = append(errs, fmt.Errorf("%sSIDECAR_MIN_FETCH_INTERVAL=%s: must not be negative", EnvPrefix, s.SidecarMinFetchInterval))
 	}
+	if err == nil || !strings.Contains(err.Error(), EnvPrefix+"SIDECAR_EXTRA_") {
+		// Once one of them is not JSON, the others' cross-checks would
+		// only mislead.
+		errs = append(errs, checkSidecarExtras(s.SidecarExtraEnv, s.SidecarExtraVolumes, s.SidecarExtraVolumeMounts)...)
+	}
 	if s.DefaultStatusPort == SidecarPort {
 		errs = append(errs, fmt.Errorf("%sDEFAULT_STATUS_PORT=%q: the sidecar's own port", EnvPrefix, strconv.Itoa(SidecarPort)))
 	}
@@ -117,6 +129,11 @@ func (s Settings) Config(version string) Config {
 		SidecarMemoryLimit:   quantity(s.SidecarMemoryLimit),
 		StatusPort:           int(s.DefaultStatusPort),
 		MinFetchInterval:     s.SidecarMinFetchInterval,
+
+		RouteMappingConfigMap: s.RouteMappingConfigMap,
+		ExtraEnv:              s.SidecarExtraEnv,
+		ExtraVolumes:          s.SidecarExtraVolumes,
+		ExtraVolumeMounts:     s.SidecarExtraVolumeMounts,
 	}
 }
 

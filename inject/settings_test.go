@@ -28,7 +28,7 @@ func TestLoadSettingsDefaults(t *testing.T) {
 		SidecarMemoryRequest:  "32Mi",
 		SidecarMemoryLimit:    "128Mi",
 		DefaultStatusPort:     8100,
-		RouteMappingConfigMap: "kong-metrics-sidecar-routes",
+		RouteMappingConfigMap: DefaultRouteMappingConfigMap,
 		LogSettings:           envconfig.LogSettings{LogLevel: slog.LevelInfo, LogFormat: "json"},
 	}
 	if !reflect.DeepEqual(s, want) {
@@ -144,14 +144,14 @@ func TestLoadSettings(t *testing.T) {
 func TestSettingsConfig(t *testing.T) {
 	s, err := LoadSettings([]string{"INJECTOR_SIDECAR_IMAGE=kong-metrics-sidecar:dev", "INJECTOR_SIDECAR_MODE=container", "INJECTOR_DEFAULT_CONFIGMAP=metrics",
 		"INJECTOR_SIDECAR_CPU_REQUEST=0.25", "INJECTOR_SIDECAR_MEMORY_REQUEST=64Mi", "INJECTOR_SIDECAR_MEMORY_LIMIT=1Gi", "INJECTOR_DEFAULT_STATUS_PORT=8200",
-		"INJECTOR_SIDECAR_MIN_FETCH_INTERVAL=14s"})
+		"INJECTOR_SIDECAR_MIN_FETCH_INTERVAL=14s", "INJECTOR_ROUTE_MAPPING_CONFIGMAP=routes"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := s.Config("v1.2.3")
-	got := fmt.Sprintf("%s %s %s %s %s %s %s %d %s", c.Image, c.Mode, c.DefaultConfigMap, c.Version,
-		c.SidecarCPURequest.String(), c.SidecarMemoryRequest.String(), c.SidecarMemoryLimit.String(), c.StatusPort, c.MinFetchInterval)
-	if want := "kong-metrics-sidecar:dev container metrics v1.2.3 250m 64Mi 1Gi 8200 14s"; got != want {
+	got := fmt.Sprintf("%s %s %s %s %s %s %s %d %s %s", c.Image, c.Mode, c.DefaultConfigMap, c.Version,
+		c.SidecarCPURequest.String(), c.SidecarMemoryRequest.String(), c.SidecarMemoryLimit.String(), c.StatusPort, c.MinFetchInterval, c.RouteMappingConfigMap)
+	if want := "kong-metrics-sidecar:dev container metrics v1.2.3 250m 64Mi 1Gi 8200 14s routes"; got != want {
 		t.Errorf("config %q, want %q", got, want)
 	}
 }

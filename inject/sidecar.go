@@ -99,15 +99,20 @@ func sidecarContainer(cfg Config, target statusTarget, resources corev1.Resource
 		Env: []corev1.EnvVar{
 			{Name: "SIDECAR_UPSTREAM_URL", Value: target.upstreamURL()},
 			{Name: "SIDECAR_CONFIG_FILE", Value: path.Join(ConfigDir, ConfigKey)},
+			{Name: "SIDECAR_ROUTE_MAPPING_FILE", Value: path.Join(RoutesDir, RoutesKey)},
 		},
 		Ports: []corev1.ContainerPort{
 			{Name: SidecarPortName, ContainerPort: SidecarPort, Protocol: corev1.ProtocolTCP},
 		},
 		Resources: resources,
-		// A directory mount, never subPath: the kubelet updates a
-		// ConfigMap directory in place but never a subPath file.
+		// Directory mounts, never subPath: the kubelet updates a
+		// ConfigMap directory in place but never a subPath file. RoutesDir
+		// lies inside ConfigDir: the kubelet creates the mount point in a
+		// ConfigMap volume for a mount nested in it (Kubernetes 1.10 and
+		// later).
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: VolumeName, MountPath: ConfigDir, ReadOnly: true},
+			{Name: RoutesVolumeName, MountPath: RoutesDir, ReadOnly: true},
 		},
 		// A liveness probe only. A readiness probe would let the sidecar
 		// take the Kong pod out of its Services' endpoints.
@@ -142,12 +147,24 @@ func sidecarContainer(cfg Config, target statusTarget, resources corev1.Resource
 	return c
 }
 
-// configVolume is the sidecar's ConfigMap volume. It is optional so that a
-// missing ConfigMap leaves the sidecar without its file rather than the
-// whole Kong pod stuck in ContainerCreating.
-func configVolume(configMap string) corev1.Volume {
+// sidecarVolumes are the sidecar's volumes: configMap's, holding the
+// extension file, the route mapping's, and cfg.ExtraVolumes.
+func sidecarVolumes(cfg Config, configMap string) []corev1.Volume {
+	routes := cfg.RouteMappingConfigMap
+	if routes == "" {
+		routes = DefaultRouteMappingConfigMap
+	}
+	volumes := []corev1.Volume{configMapVolume(VolumeName, configMap), configMapVolume(RoutesVolumeName, routes)}
+	return append(volumes, cfg.ExtraVolumes...)
+}
+
+// configMapVolume is a ConfigMap volume of the sidecar. It is optional so
+// that a missing ConfigMap leaves the sidecar without its file rather than
+// the whole Kong pod stuck in ContainerCreating; the route mapping's
+// ConfigMap, in particular, is only created once the injector publishes it.
+func configMapVolume(name, configMap string) corev1.Volume {
 	return corev1.Volume{
-		Name: VolumeName,
+		Name: name,
 		VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: configMap},
 			Optional:             new(true),

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,10 @@ func TestFixtures(t *testing.T) {
 		{"injector-settings", "minimal-opted-in", ModeNative, "injected", "", "http://127.0.0.1:8200/metrics"},
 		{"injector-settings-annotations-win", "annotated-status-port-name", ModeNative, "injected", "", "http://127.0.0.1:8007/metrics"},
 		{"injector-settings-status-listen-wins", "helm-chart", ModeNative, "injected", "", local8100},
+		// INJECTOR_SIDECAR_EXTRA_*: the Admin API with its client
+		// certificate, a token from a Secret, the log level and the web
+		// config file (adminExtras).
+		{"sidecar-extras", "helm-chart", ModeNative, "injected", "", local8100},
 	}
 	// settingsOf are the cases' settings besides Mode, by case name.
 	nonDefault := func(c *Config) {
@@ -80,11 +85,13 @@ func TestFixtures(t *testing.T) {
 		c.SidecarMemoryLimit = resource.MustParse("192Mi")
 		c.StatusPort = 8200
 		c.MinFetchInterval = 14 * time.Second
+		c.RouteMappingConfigMap = "kong-routes"
 	}
 	settingsOf := map[string]func(*Config){
 		"injector-settings":                    nonDefault,
 		"injector-settings-annotations-win":    nonDefault,
 		"injector-settings-status-listen-wins": nonDefault,
+		"sidecar-extras":                       func(c *Config) { c.ExtraEnv, c.ExtraVolumes, c.ExtraVolumeMounts = adminExtras() },
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,7 +142,7 @@ func TestFixtures(t *testing.T) {
 			}
 			patched := applyPatch(t, in.Request.Object.Raw, resp.Patch)
 			golden.Check(t, filepath.Join("testdata", "golden", tc.name+".pod.json"), normalizeJSON(t, patched))
-			checkInjectedPod(t, in.Request.Object.Raw, patched, tc.mode, tc.upstream)
+			checkInjectedPod(t, in.Request.Object.Raw, patched, cfg, tc.upstream)
 
 			// The API server calls again (reinvocationPolicy: IfNeeded)
 			// with the patched pod: nothing more to do.
@@ -196,8 +203,9 @@ func applyPatch(t testing.TB, doc, patch []byte) []byte {
 // checkInjectedPod checks what the golden files would only show: the
 // patched pod is a valid Pod, nothing that was there changed, and the
 // sidecar is where the mode puts it with the right upstream.
-func checkInjectedPod(t *testing.T, before, after []byte, mode Mode, upstream string) {
+func checkInjectedPod(t *testing.T, before, after []byte, cfg Config, upstream string) {
 	t.Helper()
+	mode := cfg.Mode
 	var old, pod corev1.Pod
 	if err := json.Unmarshal(before, &old); err != nil {
 		t.Fatal(err)
@@ -228,8 +236,16 @@ func checkInjectedPod(t *testing.T, before, after []byte, mode Mode, upstream st
 	if len(*added) != len(oldAdded)+1 || !sameList((*added)[:len(oldAdded)], oldAdded) {
 		t.Fatalf("want the existing containers untouched and in order, then the sidecar; got %d containers for %d", len(*added), len(oldAdded))
 	}
-	if len(pod.Spec.Volumes) != len(old.Spec.Volumes)+1 || !sameList(pod.Spec.Volumes[:len(old.Spec.Volumes)], old.Spec.Volumes) {
-		t.Error("want the existing volumes untouched, then the sidecar's")
+	if len(pod.Spec.Volumes) != len(old.Spec.Volumes)+2+len(cfg.ExtraVolumes) || !sameList(pod.Spec.Volumes[:len(old.Spec.Volumes)], old.Spec.Volumes) {
+		t.Fatal("want the existing volumes untouched, then the sidecar's two and the extra ones")
+	}
+	if extra := pod.Spec.Volumes[len(old.Spec.Volumes)+2:]; !sameList(extra, cfg.ExtraVolumes) {
+		t.Errorf("extra volumes %+v, want %+v", extra, cfg.ExtraVolumes)
+	}
+	for _, v := range pod.Spec.Volumes[len(old.Spec.Volumes) : len(old.Spec.Volumes)+2] {
+		if v.ConfigMap == nil || v.ConfigMap.Optional == nil || !*v.ConfigMap.Optional {
+			t.Errorf("volume %+v: want an optional ConfigMap volume", v)
+		}
 	}
 	sidecar := (*added)[len(oldAdded)]
 	if sidecar.Name != ContainerName || sidecar.Image != testConfig.Image {
@@ -248,10 +264,26 @@ func checkInjectedPod(t *testing.T, before, after []byte, mode Mode, upstream st
 	if env["SIDECAR_CONFIG_FILE"] != "/etc/kong-metrics-sidecar/config.yaml" {
 		t.Errorf("SIDECAR_CONFIG_FILE=%q", env["SIDECAR_CONFIG_FILE"])
 	}
-	for _, m := range sidecar.VolumeMounts {
+	if env["SIDECAR_ROUTE_MAPPING_FILE"] != "/etc/kong-metrics-sidecar/routes/routes.json.gz" {
+		t.Errorf("SIDECAR_ROUTE_MAPPING_FILE=%q", env["SIDECAR_ROUTE_MAPPING_FILE"])
+	}
+	mounts := map[string]string{}
+	for _, m := range sidecar.VolumeMounts[:min(2, len(sidecar.VolumeMounts))] {
 		if m.SubPath != "" || m.SubPathExpr != "" || !m.ReadOnly {
 			t.Errorf("mount %+v: want a read-only directory mount", m)
 		}
+		mounts[m.Name] = m.MountPath
+	}
+	if extra := sidecar.VolumeMounts[min(2, len(sidecar.VolumeMounts)):]; !sameList(extra, cfg.ExtraVolumeMounts) {
+		t.Errorf("extra mounts %+v, want %+v", extra, cfg.ExtraVolumeMounts)
+	}
+	for _, e := range cfg.ExtraEnv {
+		if !slices.ContainsFunc(sidecar.Env, func(got corev1.EnvVar) bool { return reflect.DeepEqual(got, e) }) {
+			t.Errorf("sidecar has no variable %+v", e)
+		}
+	}
+	if want := map[string]string{VolumeName: "/etc/kong-metrics-sidecar", RoutesVolumeName: "/etc/kong-metrics-sidecar/routes"}; !reflect.DeepEqual(mounts, want) {
+		t.Errorf("mounts %v, want %v", mounts, want)
 	}
 	if sidecar.ReadinessProbe != nil || sidecar.StartupProbe != nil {
 		t.Error("the sidecar has a readiness or startup probe")

@@ -544,8 +544,9 @@ func checkInvariants(t *testing.T, r rendering) {
 	if sc := in.container.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
 		t.Errorf("container securityContext %+v is not locked down", sc)
 	}
-	if a := pod.Spec.AutomountServiceAccountToken; a == nil || *a {
-		t.Error("the injector's pod mounts a service account token; it reads nothing from the API")
+	// A token only for the route mapping, the injector's only API access.
+	if a := pod.Spec.AutomountServiceAccountToken; a == nil || *a != (len(in.settings.RouteMappingNamespaces) > 0) {
+		t.Errorf("the injector's pod mounts a service account token: %v, want it only with the route mapping (namespaces %q)", a, in.settings.RouteMappingNamespaces)
 	}
 }
 

@@ -55,7 +55,7 @@ var sourceOfTruthCases = []struct {
 		dir:         "monitoring/servicemonitor",
 		valuesFile:  tutorialValuesFile,
 		apiVersions: []string{monitoringAPI},
-		chart:       func(o object) bool { return o.namespace == "kong" && o.gvk.Kind != "ConfigMap" },
+		chart:       func(o object) bool { return inNamespace("kong")(o) && o.gvk.Kind != "ConfigMap" },
 	},
 	{
 		dir:         "monitoring/podmonitor",
@@ -81,8 +81,10 @@ var sourceOfTruthCases = []struct {
 	},
 }
 
+// inNamespace selects the objects in ns but the injector's Role and
+// RoleBinding (the route mapping's, compared with manifests/injector).
 func inNamespace(ns string) func(object) bool {
-	return func(o object) bool { return o.namespace == ns }
+	return func(o object) bool { return o.namespace == ns && o.gvk.Group != "rbac.authorization.k8s.io" }
 }
 func ofKind(kind string) func(object) bool { return func(o object) bool { return o.gvk.Kind == kind } }
 

@@ -20,6 +20,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -204,6 +205,12 @@ var goTypes = map[schema.GroupVersionKind]func() any{
 	cmv1.SchemeGroupVersion.WithKind("Certificate"):            func() any { return new(cmv1.Certificate) },
 	monitoringv1.SchemeGroupVersion.WithKind("ServiceMonitor"): func() any { return new(monitoringv1.ServiceMonitor) },
 	monitoringv1.SchemeGroupVersion.WithKind("PodMonitor"):     func() any { return new(monitoringv1.PodMonitor) },
+
+	// The route mapping's RBAC.
+	rbacv1.SchemeGroupVersion.WithKind("ClusterRole"):        func() any { return new(rbacv1.ClusterRole) },
+	rbacv1.SchemeGroupVersion.WithKind("ClusterRoleBinding"): func() any { return new(rbacv1.ClusterRoleBinding) },
+	rbacv1.SchemeGroupVersion.WithKind("Role"):               func() any { return new(rbacv1.Role) },
+	rbacv1.SchemeGroupVersion.WithKind("RoleBinding"):        func() any { return new(rbacv1.RoleBinding) },
 }
 
 // decodeObject decodes one YAML document strictly into the Go type of its

@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -101,9 +102,14 @@ func TestInjectorNamespace(t *testing.T) {
 	find[corev1.Namespace](t, in.objs, injectorNamespace)
 	for _, o := range in.objs {
 		switch o.value.(type) {
-		case *corev1.Namespace, *admissionregistrationv1.MutatingWebhookConfiguration:
+		case *corev1.Namespace, *admissionregistrationv1.MutatingWebhookConfiguration, *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding:
 			if o.namespace != "" {
 				t.Errorf("cluster-scoped %s %s has namespace %q", o.gvk.Kind, o.name, o.namespace)
+			}
+		case *rbacv1.Role, *rbacv1.RoleBinding:
+			// The route mapping's, in the Kong namespace (TestInjectorRBAC).
+			if o.namespace != exampleNamespace {
+				t.Errorf("%s %s is in namespace %q, want the Kong namespace %q", o.gvk.Kind, o.name, o.namespace, exampleNamespace)
 			}
 		default:
 			if o.namespace != injectorNamespace {
@@ -149,13 +155,14 @@ func TestInjectorDeployment(t *testing.T) {
 		t.Errorf("PodDisruptionBudget minAvailable %v, want at least 1 and fewer than the replicas", pdb.Spec.MinAvailable)
 	}
 
-	// The ServiceAccount: no token, since the injector reads no API.
+	// The ServiceAccount: a token in the injector's pods only, for the
+	// route mapping (TestInjectorRBAC), none in any other pod using it.
 	sa := find[corev1.ServiceAccount](t, in.objs, pod.ServiceAccountName)
 	if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
 		t.Error("the ServiceAccount mounts a token")
 	}
-	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
-		t.Error("the pod mounts a service account token")
+	if pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken {
+		t.Error("the pod mounts no service account token; the route mapping needs one")
 	}
 
 	// Hardened.
