@@ -17,11 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/common/version"
-
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/inject"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/routemap"
 )
