@@ -61,7 +61,7 @@ const (
 	// (Config.RouteMappingConfigMap), mounted at RoutesDir; the sidecar
 	// reads RoutesKey from it (SIDECAR_ROUTE_MAPPING_FILE).
 	RoutesVolumeName = "kong-metrics-sidecar-routes"
-	RoutesDir        = ConfigDir + "/routes"
+	RoutesDir        = ConfigDir + "-routes" // beside the extension file's mount, not in it: no mount inside a ConfigMap volume
 	RoutesKey        = "routes.json.gz"
 	// DefaultRouteMappingConfigMap is the route mapping's ConfigMap where
 	// Config.RouteMappingConfigMap is empty.

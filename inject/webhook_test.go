@@ -264,7 +264,7 @@ func checkInjectedPod(t *testing.T, before, after []byte, cfg Config, upstream s
 	if env["SIDECAR_CONFIG_FILE"] != "/etc/kong-metrics-sidecar/config.yaml" {
 		t.Errorf("SIDECAR_CONFIG_FILE=%q", env["SIDECAR_CONFIG_FILE"])
 	}
-	if env["SIDECAR_ROUTE_MAPPING_FILE"] != "/etc/kong-metrics-sidecar/routes/routes.json.gz" {
+	if env["SIDECAR_ROUTE_MAPPING_FILE"] != "/etc/kong-metrics-sidecar-routes/routes.json.gz" {
 		t.Errorf("SIDECAR_ROUTE_MAPPING_FILE=%q", env["SIDECAR_ROUTE_MAPPING_FILE"])
 	}
 	mounts := map[string]string{}
@@ -282,7 +282,7 @@ func checkInjectedPod(t *testing.T, before, after []byte, cfg Config, upstream s
 			t.Errorf("sidecar has no variable %+v", e)
 		}
 	}
-	if want := map[string]string{VolumeName: "/etc/kong-metrics-sidecar", RoutesVolumeName: "/etc/kong-metrics-sidecar/routes"}; !reflect.DeepEqual(mounts, want) {
+	if want := map[string]string{VolumeName: "/etc/kong-metrics-sidecar", RoutesVolumeName: "/etc/kong-metrics-sidecar-routes"}; !reflect.DeepEqual(mounts, want) {
 		t.Errorf("mounts %v, want %v", mounts, want)
 	}
 	if sidecar.ReadinessProbe != nil || sidecar.StartupProbe != nil {

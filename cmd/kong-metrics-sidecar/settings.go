@@ -15,7 +15,7 @@ type Settings struct {
 	ListenAddr         string             `env:"LISTEN_ADDR" envDefault:":9542" help:"where /metrics, /healthz and /readyz are served"`
 	UpstreamURL        envconfig.URL      `env:"UPSTREAM_URL" envDefault:"http://127.0.0.1:8100/metrics" help:"Kong's status endpoint (/metrics of Kong's Prometheus plugin)"`
 	ConfigFile         string             `env:"CONFIG_FILE" envDefault:"/etc/kong-metrics-sidecar/config.yaml" help:"the extension file (DataPlaneMetricsExtension / KongServiceMapping documents)"`
-	RouteMappingFile   string             `env:"ROUTE_MAPPING_FILE" envDefault:"/etc/kong-metrics-sidecar/routes/routes.json.gz" help:"the route mapping the injector publishes (HTTPRoute/GRPCRoute rules to Services); missing means none; the extension file's own mappings win (empty: not followed)"`
+	RouteMappingFile   string             `env:"ROUTE_MAPPING_FILE" envDefault:"/etc/kong-metrics-sidecar-routes/routes.json.gz" help:"the route mapping the injector publishes (HTTPRoute/GRPCRoute rules to Services); missing means none; the extension file's own mappings win (empty: not followed)"`
 	ConfigPollInterval time.Duration      `env:"CONFIG_POLL_INTERVAL" envDefault:"30s" help:"how often the extension file is re-read as a fallback for missed file events"`
 	ScrapeTimeout      time.Duration      `env:"SCRAPE_TIMEOUT" envDefault:"10s" help:"upper bound for one upstream fetch; a smaller X-Prometheus-Scrape-Timeout-Seconds (less a margin) wins"`
 	MaxUpstreamBytes   envconfig.ByteSize `env:"MAX_UPSTREAM_BYTES" envDefault:"1GiB" help:"a larger upstream body is an upstream failure"`
