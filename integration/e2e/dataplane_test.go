@@ -29,6 +29,9 @@ import (
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 )
 
+// routesVolume is the injected route mapping's volume (inject.RoutesVolumeName).
+const routesVolume = "kong-metrics-sidecar-routes"
+
 // kongPod is one Kong data plane pod's containers as the kubelet would run
 // them: the Kong simulator in place of the proxy container and the
 // injected sidecar, both listening on the pod's own address.
@@ -315,14 +318,14 @@ func (dp *dataPlanes) start(ctx context.Context, pod *corev1.Pod) (*kongPod, err
 		return nil, err
 	}
 
-	// The ConfigMap volume the sidecar mounts, and the file it reads; the
-	// optional one is the route mapping's, which may not exist yet.
+	// The ConfigMap volume the sidecar mounts, and the file it reads; and
+	// the route mapping's, which may not exist yet.
 	var cmName, mountPath, routesCM, routesMount string
 	for _, m := range sc.VolumeMounts {
 		for _, v := range pod.Spec.Volumes {
 			switch {
 			case v.Name != m.Name || v.ConfigMap == nil:
-			case v.ConfigMap.Optional != nil && *v.ConfigMap.Optional:
+			case v.Name == routesVolume:
 				routesCM, routesMount = v.ConfigMap.Name, m.MountPath
 			default:
 				cmName, mountPath = v.ConfigMap.Name, m.MountPath
