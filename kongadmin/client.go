@@ -131,7 +131,10 @@ func NewClient(o ClientOptions) (*Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsConfig(c.ca, c.pair, base.Hostname())
 	tr.MaxIdleConnsPerHost = 1
-	c.hc = &http.Client{Transport: tr}
+	// Redirects are not followed: the Admin API never sends one, and
+	// following it would send Kong-Admin-Token to wherever it points, even
+	// from https to plain http. A redirect is a status error.
+	c.hc = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	return c, nil
 }
 

@@ -97,7 +97,7 @@ func NewHandler(o Options) *Handler {
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     90 * time.Second,
 			ReadBufferSize:      64 << 10, // Kong's page is megabytes: fewer, larger reads
-		}}
+		}, CheckRedirect: noRedirects}
 	}
 	return &Handler{
 		upstreamURL: o.UpstreamURL,
@@ -115,6 +115,11 @@ func NewHandler(o Options) *Handler {
 		buffers:     sync.Pool{New: func() any { return new(bytes.Buffer) }},
 	}
 }
+
+// noRedirects makes a client return a redirect as it is, so that a
+// redirect from Kong's status endpoint is a failed fetch (its status is
+// not 200) and another host's page is never served as Kong's.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // ServeHTTP answers a scrape of /metrics: Kong's rewritten series followed
 // by the sidecar's own metrics, or only the latter when Kong cannot be

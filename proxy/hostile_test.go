@@ -1,0 +1,28 @@
+package proxy_test
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
+)
+
+// TestRedirectNotFollowed: a redirect from Kong's status endpoint is a
+// failed fetch (status): the page it points at, on another host, is never
+// fetched, neither for /metrics nor for /metrics/kong.
+func TestRedirectNotFollowed(t *testing.T) {
+	elsewhere := newUpstream(t, serveKong(readFixture(t)))
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+"/metrics", http.StatusFound)
+	})
+	h := newHandler(t, proxy.Options{UpstreamURL: up.URL})
+	s := scrape(t, h, nil)
+	s.checkNoKong(t)
+	s.checkUp(t, 0, map[string]float64{"status": 1})
+	if rec, body := getKongPage(t, h, nil); rec.code != http.StatusBadGateway {
+		t.Errorf("/metrics/kong after a redirect: status %d, want 502; body:\n%.300s", rec.code, body)
+	}
+	if n := elsewhere.requests.Load(); n != 0 {
+		t.Errorf("the redirect's target got %d requests, want none", n)
+	}
+}
