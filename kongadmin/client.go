@@ -101,10 +101,14 @@ const maxPages = 10000
 func NewClient(o ClientOptions) (*Client, error) {
 	base, err := url.Parse(o.URL)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // not the URL, which may hold a password
+		}
 		return nil, fmt.Errorf("kong admin url: %w", err)
 	}
 	if base.Scheme != "http" && base.Scheme != "https" || base.Host == "" {
-		return nil, fmt.Errorf("kong admin url %q: want an absolute http or https URL", o.URL)
+		return nil, fmt.Errorf("kong admin url %q: want an absolute http or https URL", base.Redacted())
 	}
 	if (o.CertFile == "") != (o.KeyFile == "") {
 		return nil, errors.New("kong admin client certificate: the certificate and key files go together")

@@ -198,7 +198,7 @@ func (h *Handler) fetch(ctx context.Context, rw *relabel.Rewriter) (res *result,
 			}
 			h.metrics.up.Set(0)
 			h.metrics.errors.WithLabelValues(fe.reason).Inc()
-			h.logger.Warn("Kong's metrics could not be read; serving the sidecar's own metrics only", "url", h.upstreamURL, "reason", fe.reason, "err", fe.err)
+			h.logger.Warn("Kong's metrics could not be read; serving the sidecar's own metrics only", "url", h.redacted, "reason", fe.reason, "err", fe.err)
 			res = nil
 			return
 		}

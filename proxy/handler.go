@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +70,7 @@ type Options struct {
 // is safe for concurrent use.
 type Handler struct {
 	upstreamURL string
+	redacted    string // upstreamURL with its password as xxxxx, for logs
 	client      *http.Client
 	timeout     time.Duration
 	maxBytes    int64
@@ -101,6 +103,7 @@ func NewHandler(o Options) *Handler {
 	}
 	return &Handler{
 		upstreamURL: o.UpstreamURL,
+		redacted:    redact(o.UpstreamURL),
 		client:      client,
 		timeout:     o.Timeout,
 		maxBytes:    o.MaxUpstreamBytes,
@@ -114,6 +117,15 @@ func NewHandler(o Options) *Handler {
 		flates:      sync.Pool{New: func() any { w, _ := flate.NewWriter(nil, compressLevel); return w }},
 		buffers:     sync.Pool{New: func() any { return new(bytes.Buffer) }},
 	}
+}
+
+// redact returns raw with a password in it as xxxxx (url.URL.Redacted).
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(not a URL)"
+	}
+	return u.Redacted()
 }
 
 // noRedirects makes a client return a redirect as it is, so that a

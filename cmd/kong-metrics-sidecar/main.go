@@ -119,7 +119,7 @@ func serve(settings Settings, logger *slog.Logger) error {
 		// A Rewriter per (extension snapshot, Admin API mapping) pair, so
 		// its resolution cache never outlives either.
 		rewriter = func() *relabel.Rewriter { return admin.Rewriter(store.Load().Rewriter) }
-		logger.Info("resolving Kong services through the Admin API", "url", settings.KongAdminURL,
+		logger.Info("resolving Kong services through the Admin API", "url", envconfig.Redact(settings.KongAdminURL),
 			"refresh_interval", settings.KongAdminRefreshInterval)
 	}
 
@@ -148,7 +148,7 @@ func serve(settings Settings, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", settings.ListenAddr, err)
 	}
-	logger.Info("serving", "addr", ln.Addr().String(), "upstream", settings.UpstreamURL.String(),
+	logger.Info("serving", "addr", ln.Addr().String(), "upstream", settings.UpstreamURL.Redacted(),
 		"config_file", settings.ConfigFile, "version", version.Version)
 
 	// One goroutine does every reload: file events, the poll and SIGHUP.

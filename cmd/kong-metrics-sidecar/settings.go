@@ -48,7 +48,7 @@ func LoadSettings(environ []string) (Settings, error) {
 	if s.KongAdminURL != "" {
 		var u envconfig.URL
 		if err := u.UnmarshalText([]byte(s.KongAdminURL)); err != nil {
-			return s, fmt.Errorf("%sKONG_ADMIN_URL=%s: %w", EnvPrefix, s.KongAdminURL, err)
+			return s, fmt.Errorf("%sKONG_ADMIN_URL=%s: %w", EnvPrefix, envconfig.Redact(s.KongAdminURL), err)
 		}
 	}
 	if (s.KongAdminCertFile == "") != (s.KongAdminKeyFile == "") {
