@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,5 +45,68 @@ func TestLogsHidePasswords(t *testing.T) {
 	}
 	if !strings.Contains(out, "kong:xxxxx@") || !strings.Contains(out, "admin:xxxxx@") {
 		t.Errorf("the log does not name the URLs, redacted:\n%s", out)
+	}
+}
+
+// TestSIGHUPDuringStartUp: a SIGHUP while start-up is held up (here in
+// reading the web configuration file, a FIFO that answers only when the
+// test writes to it) neither kills the sidecar nor is lost: once it runs,
+// it reloads the extension file.
+func TestSIGHUPDuringStartUp(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "web.yml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := buildSidecar(t)
+	p, err := harness.Start("sidecar", bin, nil, []string{
+		"SIDECAR_LISTEN_ADDR=" + harness.AnyPort,
+		"SIDECAR_WEB_CONFIG_FILE=" + fifo,
+		"SIDECAR_CONFIG_FILE=" + filepath.Join(t.TempDir(), "missing.yaml"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(5 * time.Second) })
+	// Opening the FIFO for writing returns once the sidecar opened it to
+	// read: it is in the middle of its start-up.
+	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close() // an empty web configuration: plain HTTP
+	// From now on every read of the file (each request reads it) gets it empty.
+	var done atomic.Bool
+	feeder := make(chan struct{})
+	go func() {
+		defer close(feeder)
+		for !done.Load() {
+			if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+				_ = f.Close()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		done.Store(true)
+		if r, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+			<-feeder
+			_ = r.Close()
+		}
+	})
+	addr, err := p.LoggedAddr(hangTimeout, "msg", "serving")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, p.Output())
+	}
+	if err := harness.WaitHTTP("http://"+addr+"/healthz", p, hangTimeout); err != nil {
+		t.Fatalf("%v\n%s", err, p.Output())
+	}
+	deadline := time.Now().Add(hangTimeout)
+	for !strings.Contains(p.Output(), "SIGHUP: reloading") && time.Now().Before(deadline) && !p.Exited() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(p.Output(), "SIGHUP: reloading") {
+		t.Errorf("the SIGHUP of the start-up was not handled as a reload:\n%s", p.Output())
 	}
 }

@@ -85,6 +85,15 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 }
 
 func serve(settings Settings, logger *slog.Logger) error {
+	// Signals are caught before anything that can take time (reading the
+	// extension file, TLS files, listening): a SIGHUP during start-up is a
+	// reload once the watcher runs, a SIGTERM a clean exit, never a kill.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -97,8 +106,6 @@ func serve(settings Settings, logger *slog.Logger) error {
 	_ = store.Reload()
 
 	rewriter := func() *relabel.Rewriter { return store.Load().Rewriter }
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	if settings.KongAdminURL != "" {
 		client, err := kongadmin.NewClient(kongadmin.ClientOptions{
 			URL:      settings.KongAdminURL,
@@ -154,9 +161,6 @@ func serve(settings Settings, logger *slog.Logger) error {
 	// One goroutine does every reload: file events, the poll and SIGHUP.
 	watcher := config.NewWatcher(store, config.WatchOptions{PollInterval: settings.ConfigPollInterval, Logger: logger})
 	go watcher.Run(ctx)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {
