@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"mime"
 	"net"
 	"net/http"
@@ -239,7 +240,9 @@ func (h *Handler) fetch(ctx context.Context, rw *relabel.Rewriter) (res *result,
 	default:
 		return nil, &fetchError{reasonContentType, fmt.Errorf("unsupported Content-Encoding %q", enc)}
 	}
-	limited := &io.LimitedReader{R: body, N: h.maxBytes + 1}
+	// One byte more than the limit tells a body at the limit from a larger
+	// one; the sum saturates rather than overflows.
+	limited := &io.LimitedReader{R: body, N: min(h.maxBytes, math.MaxInt64-1) + 1}
 	var src io.Reader = limited
 	var page *pageSpool
 	if h.keepPage.Load() {

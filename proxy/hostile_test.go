@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"math"
 	"net/http"
 	"testing"
 
@@ -25,4 +26,13 @@ func TestRedirectNotFollowed(t *testing.T) {
 	if n := elsewhere.requests.Load(); n != 0 {
 		t.Errorf("the redirect's target got %d requests, want none", n)
 	}
+}
+
+// TestLargestLimit: the largest limit reads the page; it used to overflow
+// the reader's count and serve nothing with upstream_up 1.
+func TestLargestLimit(t *testing.T) {
+	up := newUpstream(t, serveKong(readFixture(t)))
+	s := scrape(t, newHandler(t, proxy.Options{UpstreamURL: up.URL, MaxUpstreamBytes: math.MaxInt64}), nil)
+	s.checkUp(t, 1, nil)
+	sameKong(t, "the largest limit", s.kong, plainKong(t))
 }

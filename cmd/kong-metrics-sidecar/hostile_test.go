@@ -110,3 +110,17 @@ func TestSIGHUPDuringStartUp(t *testing.T) {
 		t.Errorf("the SIGHUP of the start-up was not handled as a reload:\n%s", p.Output())
 	}
 }
+
+// TestOverflowingSizeRefused: a SIDECAR_MAX_UPSTREAM_BYTES that counts
+// could overflow is refused at start with exit 2, not served as nothing.
+func TestOverflowingSizeRefused(t *testing.T) {
+	for _, v := range []string{"9223372036854775807", "8388607TiB", "1125899906842625"} {
+		var stdout, stderr strings.Builder
+		if code := run(nil, []string{"SIDECAR_MAX_UPSTREAM_BYTES=" + v, "SIDECAR_LISTEN_ADDR=no-such-address"}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "SIDECAR_MAX_UPSTREAM_BYTES") {
+			t.Errorf("SIDECAR_MAX_UPSTREAM_BYTES=%s: exit %d, want 2 with a message naming it; stderr:\n%s", v, code, stderr.String())
+		}
+	}
+	if _, err := LoadSettings([]string{"SIDECAR_MAX_UPSTREAM_BYTES=1024TiB"}); err != nil {
+		t.Errorf("the ceiling itself is refused: %v", err)
+	}
+}
