@@ -47,7 +47,9 @@ type Options struct {
 	UpstreamURL string
 	// Client fetches UpstreamURL; nil means a client made for a local upstream.
 	Client *http.Client
-	// Timeout bounds one fetch; a scrape's own timeout header, less a margin, wins when smaller.
+	// Timeout bounds one fetch. A scrape's own timeout header, less a
+	// margin, bounds only how long that scrape waits, when smaller: the
+	// fetch goes on for the scrapes that share it.
 	Timeout time.Duration
 	// MaxUpstreamBytes bounds Kong's (uncompressed) body; a larger one is a failed fetch.
 	MaxUpstreamBytes int64
@@ -209,14 +211,14 @@ var errGone = errors.New("the scraper went away")
 // join returns the result of the fetch under way, or of a new one, for
 // the scrape r with rw, or the fetch's error, or errGone.
 func (h *Handler) join(r *http.Request, rw *relabel.Rewriter) (*result, error) {
-	timeout := h.scrapeTimeout(r)
 	// The fetch outlives the scrape that started it, since others may share
-	// it, but never its timeout. Every scrape shares the fetch under way,
-	// even one that arrives after a configuration change: Kong is never
-	// fetched twice at once, and the answer is still wholly one
-	// configuration's (the one the fetch started with).
+	// it, and runs under the sidecar's own timeout, never one scraper's: a
+	// scraper with a shorter one only stops waiting. Every scrape shares
+	// the fetch under way, even one that arrives after a configuration
+	// change: Kong is never fetched twice at once, and the answer is still
+	// wholly one configuration's (the one the fetch started with).
 	ch := h.fetches.DoChan("upstream", func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.timeout)
 		defer cancel()
 		res, err := h.fetch(ctx, rw)
 		if h.minFetch > 0 {
@@ -224,16 +226,28 @@ func (h *Handler) join(r *http.Request, rw *relabel.Rewriter) (*result, error) {
 		}
 		return res, err
 	})
+	var expired <-chan time.Time // the scrape's own deadline, when shorter than the fetch's
+	if timeout := h.scrapeTimeout(r); timeout < h.timeout {
+		timer := time.NewTimer(timeout)
+		defer timer.Stop()
+		expired = timer.C
+	}
 	select {
 	case res := <-ch:
 		if res.Err != nil {
 			return nil, res.Err
 		}
 		return res.Val.(*result), nil
+	case <-expired:
+		return nil, &fetchError{reasonTimeout, errWaitExpired}
 	case <-r.Context().Done():
 		return nil, errGone
 	}
 }
+
+// errWaitExpired is join's error when the scrape's own timeout passed
+// before the shared fetch ended; the fetch goes on for the others.
+var errWaitExpired = errors.New("the scrape's own timeout passed before the shared fetch ended")
 
 // writePlain writes the result uncompressed and reports whether all of it
 // went out.
