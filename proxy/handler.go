@@ -149,6 +149,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	kong, ok := h.kong(r)
+	releaseSlot(r) // the answer is ready: writing it needs no slot
 	if !ok {
 		return // the scraper is gone
 	}

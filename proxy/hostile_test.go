@@ -1,13 +1,17 @@
 package proxy_test
 
 import (
+	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"time"
 	"testing"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
 
 // TestRedirectNotFollowed: a redirect from Kong's status endpoint is a
@@ -72,5 +76,49 @@ func TestShortDeadlineEndsOnlyItsOwnWait(t *testing.T) {
 	l.checkUp(t, 1, nil)
 	if n := up.requests.Load(); n != 1 {
 		t.Errorf("%d upstream requests, want 1", n)
+	}
+}
+
+// TestStalledClientsLeaveSlots: clients that ask for a large answer and
+// stop reading it once it starts do not keep the slots of LimitConcurrency:
+// a scraper after them is served, not turned away with 503.
+func TestStalledClientsLeaveSlots(t *testing.T) {
+	const slots = 2
+	const routes = 1000 // a rewrite of about 13 MB: more than the socket buffers hold
+	up := newUpstream(t, serveKong(simPage(t, routes)))
+	rw := relabel.New(pageSelection(routes, 0))
+	h := newHandler(t, proxy.Options{UpstreamURL: up.URL, MaxUpstreamBytes: 1 << 30, MinFetchInterval: time.Hour,
+		Rewriter: func() *relabel.Rewriter { return rw }})
+	srv := httptest.NewServer(proxy.NewMux(proxy.LimitConcurrency(h, slots)))
+	defer srv.Close()
+	for range slots {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: sidecar\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		// The answer has started: the handler writes it. Read no more.
+		status := make([]byte, len("HTTP/1.1 200"))
+		if _, err := io.ReadFull(c, status); err != nil || string(status) != "HTTP/1.1 200" {
+			t.Fatalf("stalled client: %q, %v", status, err)
+		}
+	}
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	n, _ := io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("a scraper after %d stalled clients: status %d, want 200", slots, resp.StatusCode)
+	}
+	if n < 4<<20 {
+		t.Errorf("the answer has %d bytes; the test needs one larger than the socket buffers", n)
 	}
 }

@@ -62,6 +62,7 @@ func (p *pageSpool) abort() {
 // with a one-line reason, never part of a page nor an older one.
 func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) {
 	res, err := h.page(r)
+	releaseSlot(r) // the answer is ready: writing it needs no slot
 	if errors.Is(err, errGone) {
 		return
 	}
