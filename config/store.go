@@ -5,13 +5,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
 
@@ -86,7 +86,7 @@ func (s *Store) Load() *Snapshot { return s.current.Load() }
 func (s *Store) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	data, err := os.ReadFile(s.path)
+	data, err := filewatch.ReadFile(s.path)
 	return s.apply(data, sha256.Sum256(data), err)
 }
 
