@@ -81,7 +81,8 @@ type Handler struct {
 	logger      *slog.Logger
 	metrics     *metrics
 	minFetch    time.Duration
-	plainLimit  int // rewrites longer than this are held compressed (the constant; tests lower it)
+	plainLimit  int   // rewrites longer than this are held compressed (the constant; tests lower it)
+	maxHeld     int64 // compressed bytes held per answer (maxHeldBytes; tests lower it)
 
 	fetches  singleflight.Group     // Concurrent scrapes share one fetch.
 	last     atomic.Pointer[result] // The last fetch's result while MinFetchInterval is on; nil after a failure.
@@ -115,6 +116,7 @@ func NewHandler(o Options) *Handler {
 		metrics:     newMetrics(o.Registry),
 		minFetch:    o.MinFetchInterval,
 		plainLimit:  plainLimit,
+		maxHeld:     maxHeldBytes,
 		readers:     sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }},
 		flates:      sync.Pool{New: func() any { w, _ := flate.NewWriter(nil, compressLevel); return w }},
 		buffers:     sync.Pool{New: func() any { return new(bytes.Buffer) }},

@@ -1,14 +1,18 @@
 package proxy_test
 
 import (
+	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sync"
-	"time"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
@@ -121,4 +125,73 @@ func TestStalledClientsLeaveSlots(t *testing.T) {
 	if n < 4<<20 {
 		t.Errorf("the answer has %d bytes; the test needs one larger than the socket buffers", n)
 	}
+}
+
+// endlessKeptPage answers with a page that never ends, of lines the
+// selection keeps whose route values are random: DEFLATE gains little on
+// them, so what the handler holds grows with what it reads.
+func endlessKeptPage(w http.ResponseWriter, r *http.Request) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var block []byte
+	for len(block) < 1<<20 {
+		block = fmt.Appendf(block, "kong_http_requests_total{service=\"kong.command.80\",route=\"%016x%016x\",code=\"200\",source=\"service\",workspace=\"default\",consumer=\"\"} 1\n", rng.Uint64(), rng.Uint64())
+	}
+	w.Header().Set("Content-Type", kongContentType)
+	for r.Context().Err() == nil {
+		if _, err := w.Write(block); err != nil {
+			return
+		}
+	}
+}
+
+// TestHeldAnswersBounded: an endless page of kept, barely compressible
+// lines fails as too_large once an answer's compressed bytes pass the
+// handler's bound, for /metrics and with Kong's page kept too; what the
+// fetch allocated (an upper bound of its peak heap) stays near that bound,
+// not near SIDECAR_MAX_UPSTREAM_BYTES.
+func TestHeldAnswersBounded(t *testing.T) {
+	const held = 2 << 20
+	rw := relabel.New(relabel.Selection{Services: map[relabel.Service]relabel.Family{command: relabel.StatusCode}})
+	for _, keepPage := range []bool{false, true} {
+		t.Run(fmt.Sprintf("page kept %v", keepPage), func(t *testing.T) {
+			var endless atomic.Bool
+			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				if endless.Load() {
+					endlessKeptPage(w, r)
+					return
+				}
+				serveKong(readFixture(t))(w, r)
+			})
+			h := newHandler(t, proxy.Options{UpstreamURL: up.URL, MaxUpstreamBytes: 512 << 20,
+				Rewriter: func() *relabel.Rewriter { return rw }})
+			proxy.SetMaxHeld(h, held)
+			if keepPage {
+				if rec, _ := getKongPage(t, h, nil); rec.code != http.StatusOK {
+					t.Fatalf("/metrics/kong: %d", rec.code)
+				}
+			}
+			endless.Store(true)
+			var s scraped
+			allocated := allocatedDuring(func() { s = scrape(t, h, nil) })
+			t.Logf("%d MiB allocated", allocated>>20)
+			s.checkNoKong(t)
+			s.checkUp(t, 0, map[string]float64{"too_large": 1})
+			// The read buffers, the plain part before compression and
+			// both answers' bounds, with room: not the 512 MiB limit.
+			if limit := uint64(64 << 20); allocated > limit {
+				t.Errorf("the fetch allocated %d MiB, want at most %d MiB", allocated>>20, limit>>20)
+			}
+		})
+	}
+}
+
+// allocatedDuring returns what f allocates: an upper bound of the heap
+// it can have held at its peak.
+func allocatedDuring(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }
