@@ -2,6 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 )
@@ -122,5 +129,83 @@ func TestOverflowingSizeRefused(t *testing.T) {
 	}
 	if _, err := LoadSettings([]string{"SIDECAR_MAX_UPSTREAM_BYTES=1024TiB"}); err != nil {
 		t.Errorf("the ceiling itself is refused: %v", err)
+	}
+}
+
+// TestTornCertificateKeepsLastGood: with TLS from SIDECAR_WEB_CONFIG_FILE,
+// a certificate file replaced by garbage (a rotation caught half way)
+// leaves the last good certificate in use, so handshakes (and the HTTPS
+// liveness probe) go on; a good one is taken at once again. Basic auth
+// still applies.
+func TestTornCertificateKeepsLastGood(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := harness.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	issue(t, ca, certFile, keyFile, 100)
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webConfig := filepath.Join(dir, "web.yml")
+	// Relative paths, resolved against the file's directory.
+	if err := os.WriteFile(webConfig, fmt.Appendf(nil, "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\nbasic_auth_users:\n  prometheus: %s\n", hash), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr, p := startSidecar(t, buildSidecar(t),
+		"SIDECAR_WEB_CONFIG_FILE="+webConfig,
+		"SIDECAR_CONFIG_FILE="+filepath.Join(dir, "absent.yaml"), "SIDECAR_UPSTREAM_URL=http://127.0.0.1:1/metrics",
+	)
+	var served *x509.Certificate
+	client := &http.Client{Timeout: hangTimeout, Transport: &http.Transport{
+		DisableKeepAlives: true, // a handshake per request
+		TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12,
+			VerifyConnection: func(cs tls.ConnectionState) error { served = cs.PeerCertificates[0]; return nil }},
+	}}
+	get := func(pass string) (int, error) {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/metrics", nil)
+		req.SetBasicAuth("prometheus", pass)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, nil
+	}
+	deadline := time.Now().Add(hangTimeout)
+	for {
+		code, err := get("s3cret")
+		if err == nil && code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) || p.Exited() {
+			t.Fatalf("no HTTPS answer: %d %v\n%s", code, err, p.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if served.SerialNumber.Int64() != 100 {
+		t.Fatalf("serial %v, want 100", served.SerialNumber)
+	}
+	if err := os.WriteFile(certFile, []byte("-----BEGIN CERTIFICATE-----\ngarbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := get("s3cret"); err != nil || code != http.StatusOK {
+		t.Fatalf("with a torn certificate file: %d %v\n%s", code, err, p.Output())
+	}
+	if served.SerialNumber.Int64() != 100 {
+		t.Errorf("with a torn certificate file the serial is %v, want the last good 100", served.SerialNumber)
+	}
+	if code, err := get("wrong"); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("wrong password: %d %v, want 401", code, err)
+	}
+	issue(t, ca, certFile, keyFile, 300)
+	if code, err := get("s3cret"); err != nil || code != http.StatusOK || served.SerialNumber.Int64() != 300 {
+		t.Errorf("after a good rotation: %d %v, serial %v; want 200 with 300", code, err, served.SerialNumber)
+	}
+	if !strings.Contains(p.Output(), "serving the last good one") {
+		t.Errorf("the torn certificate was not logged:\n%s", p.Output())
 	}
 }

@@ -155,6 +155,19 @@ func serve(settings Settings, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", settings.ListenAddr, err)
 	}
+	webConfigFile := settings.WebConfigFile
+	if webConfigFile != "" {
+		// TLS is the sidecar's, keeping the last good certificate (webTLS).
+		// Without TLS in the file, or when it does not load now,
+		// exporter-toolkit serves the file as it is.
+		switch wt, err := newWebTLS(webConfigFile, logger); {
+		case err == nil:
+			ln, webConfigFile = wt.listen(ln), wt.copyPath()
+			logger.Info("TLS is enabled; a certificate that does not load keeps the last good one in use", "web_config_file", settings.WebConfigFile)
+		case !errors.Is(err, errNoTLS):
+			logger.Warn("the web configuration file does not load for the sidecar's own TLS; exporter-toolkit serves it", "web_config_file", settings.WebConfigFile, "err", err)
+		}
+	}
 	logger.Info("serving", "addr", ln.Addr().String(), "upstream", settings.UpstreamURL.Redacted(),
 		"config_file", settings.ConfigFile, "version", version.Version)
 
@@ -180,7 +193,7 @@ func serve(settings Settings, logger *slog.Logger) error {
 	webFlags := &web.FlagConfig{
 		WebListenAddresses: &[]string{settings.ListenAddr},
 		WebSystemdSocket:   &noSystemd,
-		WebConfigFile:      &settings.WebConfigFile,
+		WebConfigFile:      &webConfigFile,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- web.Serve(ln, srv, webFlags, logger) }()
