@@ -14,11 +14,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch"
 )
 
 // TestStoreRefusesWhatItCannotRead: an extension file that is a FIFO, a
-// device or larger than (1 << 20) is refused at once, and the
+// device or larger than filewatch.MaxFileBytes is refused at once, and the
 // configuration in use stays.
 func TestStoreRefusesWhatItCannotRead(t *testing.T) {
 	dir := t.TempDir()
@@ -27,7 +27,7 @@ func TestStoreRefusesWhatItCannotRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	large := filepath.Join(dir, "large.yaml")
-	padding := bytes.Repeat([]byte("# padding\n"), (1 << 20)/10+1)
+	padding := bytes.Repeat([]byte("# padding\n"), filewatch.MaxFileBytes/10+1)
 	if err := os.WriteFile(large, append(append([]byte{}, commandLatency...), padding...), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestStoreRefusesWhatItCannotRead(t *testing.T) {
 
 // TestErrorTextBounded: a small file that repeats a problem thousands of
 // times, each quoting a long value, makes an error of bounded length that
-// lists 20 problems and counts the rest.
+// lists MaxProblems problems and counts the rest.
 func TestErrorTextBounded(t *testing.T) {
 	const dups = 300
 	var b strings.Builder
@@ -85,10 +85,10 @@ func TestErrorTextBounded(t *testing.T) {
 		t.Fatal("accepted")
 	}
 	msg := err.Error()
-	if limit := 2 * 20 * 300; len(msg) > limit {
+	if limit := 2 * MaxProblems * 300; len(msg) > limit {
 		t.Errorf("error of %d bytes for a file of %d, want at most %d", len(msg), b.Len(), limit)
 	}
-	if !strings.Contains(msg, fmt.Sprintf("%d problems", dups)) || !strings.Contains(msg, fmt.Sprintf("and %d more", dups-20)) {
+	if !strings.Contains(msg, fmt.Sprintf("%d problems", dups)) || !strings.Contains(msg, fmt.Sprintf("and %d more", dups-MaxProblems)) {
 		t.Errorf("the error does not count every problem:\n%.2000s", msg)
 	}
 }
@@ -100,7 +100,7 @@ func TestErrorTextBounded(t *testing.T) {
 func TestParseMemoryBounded(t *testing.T) {
 	var b strings.Builder
 	b.WriteString("kind: DataPlaneMetricsExtension\napiVersion: gateway-operator.konghq.com/v1alpha1\nmetadata:\n  name: kong\n  namespace: kong\nspec:\n  serviceSelector:\n    matchNames:\n")
-	for i := 0; b.Len() < (1 << 20)-100; i++ {
+	for i := 0; b.Len() < filewatch.MaxFileBytes-100; i++ {
 		fmt.Fprintf(&b, "    - name: s%d\n", i)
 	}
 	b.WriteString("  config:\n    latency: true\n")

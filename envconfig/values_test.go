@@ -86,13 +86,13 @@ func marshalled(t *testing.T, v any) string {
 
 func TestRedact(t *testing.T) {
 	tests := map[string]string{
-		"http://user:pw@kong:8100/metrics":  "http://user:xxxxx@kong:8100/metrics",
-		"https://kong:8444":                 "https://kong:8444",
-		"http://user:p%zz@kong:8100/":       "http://xxxxx@kong:8100/", // does not parse
-		"http://u:p/w@kong:8100/metrics":    "http://xxxxx@kong:8100/metrics",
-		"user:pw@kong:8100/metrics":         "xxxxx@kong:8100/metrics",
-		"not a url":                         "not a url",
-		"/etc/kong-metrics-sidecar/x.yaml":  "/etc/kong-metrics-sidecar/x.yaml",
+		"http://user:pw@kong:8100/metrics": "http://user:xxxxx@kong:8100/metrics",
+		"https://kong:8444":                "https://kong:8444",
+		"http://user:p%zz@kong:8100/":      "http://xxxxx@kong:8100/", // does not parse
+		"http://u:p/w@kong:8100/metrics":   "http://xxxxx@kong:8100/metrics",
+		"user:pw@kong:8100/metrics":        "xxxxx@kong:8100/metrics",
+		"not a url":                        "not a url",
+		"/etc/kong-metrics-sidecar/x.yaml": "/etc/kong-metrics-sidecar/x.yaml",
 	}
 	for in, want := range tests {
 		if got := Redact(in); got != want {
