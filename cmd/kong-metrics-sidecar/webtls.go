@@ -157,7 +157,7 @@ func (w *webTLS) writeCopy(rest *yaml.Node) error {
 	if err != nil {
 		return fmt.Errorf("web configuration copy: %w", err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // Dup3 made its own reference
 	for b := buf.Bytes(); len(b) > 0; {
 		n, err := unix.Write(fd, b)
 		if err != nil {
