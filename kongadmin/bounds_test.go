@@ -29,10 +29,10 @@ func TestRefreshBounded(t *testing.T) {
 		return fmt.Sprintf(`{"name":"route-%d-%d-%s","tags":["k8s-kind:Service","k8s-namespace:kong","k8s-name:svc"]}`, page, i, strings.Repeat("x", 40))
 	}
 	tests := map[string]http.HandlerFunc{
-		"one 40 MB page": func(w http.ResponseWriter, r *http.Request) {
+		"one 10 MB page": func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprint(w, `{"data":[`)
-			for i := range 400000 {
+			for i := range 100000 {
 				if i > 0 {
 					fmt.Fprint(w, ",")
 				}
