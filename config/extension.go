@@ -11,12 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
 
@@ -38,21 +38,51 @@ type Extension struct {
 	Hash string
 }
 
-// ExtensionError lists every problem found in an extension file.
+// ExtensionError lists the problems found in an extension file: the first
+// MaxProblems, and how many more there were.
 type ExtensionError struct {
 	Problems []string
+	More     int // problems found but not listed
 }
 
 func (e *ExtensionError) Error() string {
-	if len(e.Problems) == 1 {
+	if len(e.Problems) == 1 && e.More == 0 {
 		return e.Problems[0]
 	}
-	return fmt.Sprintf("%d problems:\n  %s", len(e.Problems), strings.Join(e.Problems, "\n  "))
+	msg := fmt.Sprintf("%d problems:\n  %s", len(e.Problems)+e.More, strings.Join(e.Problems, "\n  "))
+	if e.More > 0 {
+		msg += fmt.Sprintf("\n  and %d more", e.More)
+	}
+	return msg
+}
+
+// MaxProblems caps the problems an ExtensionError lists, and maxQuoted the
+// bytes of a value a problem quotes, so that a hostile file cannot make
+// megabytes of error text out of kilobytes.
+const (
+	MaxProblems = 20
+	maxQuoted   = 64
+)
+
+// quote quotes s, shortened to maxQuoted bytes.
+func quote(s string) string {
+	if len(s) > maxQuoted {
+		return fmt.Sprintf("%q…", s[:maxQuoted])
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// clipped is s shortened to maxQuoted bytes, for a field name in a path.
+func clipped(s string) string {
+	if len(s) > maxQuoted {
+		return s[:maxQuoted] + "…"
+	}
+	return s
 }
 
 // LoadExtension reads and validates the extension file at path.
 func LoadExtension(path string) (*Extension, error) {
-	data, err := os.ReadFile(path)
+	data, err := filewatch.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading extension file: %w", err)
 	}
@@ -84,7 +114,7 @@ func ParseExtension(data []byte) (*Extension, error) {
 			break
 		}
 		if err != nil {
-			p.problems = append(p.problems, fmt.Sprintf("document %d: %v", index, err))
+			p.add(fmt.Sprintf("document %d: %v", index, err))
 			break // the decoder cannot go on after a syntax error
 		}
 		if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
@@ -94,7 +124,7 @@ func ParseExtension(data []byte) (*Extension, error) {
 		p.document(index, doc.Content[0])
 	}
 	if len(p.problems) > 0 {
-		return nil, &ExtensionError{Problems: p.problems}
+		return nil, &ExtensionError{Problems: p.problems, More: p.more}
 	}
 	return p.ext, nil
 }
@@ -112,13 +142,27 @@ var configFields = func() []string {
 type parser struct {
 	ext        *Extension
 	problems   []string
+	more       int                        // problems past MaxProblems
 	doc        string                     // "document 2 (kong)" for messages
 	selectedBy map[relabel.Service]string // Service → the document that selected it
 	mappedBy   map[string]string          // Kong service → the document that mapped it
 }
 
 func (p *parser) fail(n *yaml.Node, path, format string, args ...any) {
-	p.problems = append(p.problems, fmt.Sprintf("%s, line %d: %s: %s", p.doc, n.Line, path, fmt.Sprintf(format, args...)))
+	if len(p.problems) >= MaxProblems {
+		p.more++
+		return
+	}
+	p.add(fmt.Sprintf("%s, line %d: %s: %s", p.doc, n.Line, path, fmt.Sprintf(format, args...)))
+}
+
+// add lists a problem, or counts it past MaxProblems.
+func (p *parser) add(problem string) {
+	if len(p.problems) >= MaxProblems {
+		p.more++
+		return
+	}
+	p.problems = append(p.problems, problem)
 }
 
 func (p *parser) document(index int, n *yaml.Node) {
@@ -130,7 +174,7 @@ func (p *parser) document(index int, n *yaml.Node) {
 	// Name the document by metadata.name in every message, when it has one.
 	if md := lookup(n, "metadata"); md != nil {
 		if name := lookup(md, "name"); name != nil && name.Kind == yaml.ScalarNode && name.Value != "" {
-			p.doc = fmt.Sprintf("document %d (metadata.name %q)", index, name.Value)
+			p.doc = fmt.Sprintf("document %d (metadata.name %s)", index, quote(name.Value))
 		}
 	}
 	f := p.fields(n, "", "apiVersion", "kind", "metadata", "spec")
@@ -146,9 +190,9 @@ func (p *parser) document(index int, n *yaml.Node) {
 			break // reported as missing
 		}
 		want := map[string]string{ExtensionKind: ExtensionAPIVersion, MappingKind: MappingAPIVersion}[kind]
-		p.fail(f["apiVersion"], "apiVersion", "%q is not supported for kind %s; want %q", apiVersion, kind, want)
+		p.fail(f["apiVersion"], "apiVersion", "%s is not supported for kind %s; want %q", quote(apiVersion), kind, want)
 	case kind != "":
-		p.fail(f["kind"], "kind", "unknown kind %q; want %s or %s", kind, ExtensionKind, MappingKind)
+		p.fail(f["kind"], "kind", "unknown kind %s; want %s or %s", quote(kind), ExtensionKind, MappingKind)
 	}
 }
 
@@ -156,7 +200,7 @@ func (p *parser) extension(doc *yaml.Node, f map[string]*yaml.Node) {
 	md := p.fields(p.required(f["metadata"], "metadata", doc), "metadata", "name", "namespace", "labels", "annotations")
 	namespace := p.str(p.required(md["namespace"], "metadata.namespace", f["metadata"]), "metadata.namespace")
 	if namespace != "" && !relabel.IsNamespaceName(namespace) {
-		p.fail(md["namespace"], "metadata.namespace", "%q is not a valid namespace name (a DNS-1123 label)", namespace)
+		p.fail(md["namespace"], "metadata.namespace", "%s is not a valid namespace name (a DNS-1123 label)", quote(namespace))
 	}
 	p.stringMap(md["labels"], "metadata.labels")
 	p.stringMap(md["annotations"], "metadata.annotations")
@@ -182,7 +226,7 @@ func (p *parser) extension(doc *yaml.Node, f map[string]*yaml.Node) {
 			continue
 		}
 		if !relabel.IsServiceName(name) {
-			p.fail(entry["name"], path+".name", "%q is not a valid Service name (a DNS-1035 label)", name)
+			p.fail(entry["name"], path+".name", "%s is not a valid Service name (a DNS-1035 label)", quote(name))
 			continue
 		}
 		svc := relabel.Service{Namespace: namespace, Name: name}
@@ -228,18 +272,18 @@ func (p *parser) mapping(doc *yaml.Node, f map[string]*yaml.Node) {
 			ok = false
 		}
 		if entry["namespace"] != nil && !relabel.IsNamespaceName(namespace) {
-			p.fail(entry["namespace"], path+".namespace", "%q is not a valid namespace name (a DNS-1123 label)", namespace)
+			p.fail(entry["namespace"], path+".namespace", "%s is not a valid namespace name (a DNS-1123 label)", quote(namespace))
 			ok = false
 		}
 		if entry["name"] != nil && !relabel.IsServiceName(name) {
-			p.fail(entry["name"], path+".name", "%q is not a valid Service name (a DNS-1035 label)", name)
+			p.fail(entry["name"], path+".name", "%s is not a valid Service name (a DNS-1035 label)", quote(name))
 			ok = false
 		}
 		if !ok || kong == "" || namespace == "" || name == "" {
 			continue
 		}
 		if prev, dup := p.mappedBy[kong]; dup {
-			p.fail(entry["kongService"], path+".kongService", "Kong service %q is already mapped by %s", kong, prev)
+			p.fail(entry["kongService"], path+".kongService", "Kong service %s is already mapped by %s", quote(kong), prev)
 			continue
 		}
 		p.mappedBy[kong] = p.doc
@@ -260,7 +304,7 @@ func (p *parser) fields(n *yaml.Node, path string, allowed ...string) map[string
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		field := join(path, k.Value)
+		field := join(path, clipped(k.Value))
 		switch {
 		case !slices.Contains(allowed, k.Value):
 			p.fail(k, field, "unknown field (allowed: %s)", strings.Join(allowed, ", "))
@@ -353,11 +397,11 @@ func describe(n *yaml.Node) string {
 	}
 	switch n.Tag {
 	case "!!str":
-		return fmt.Sprintf("the string %q", n.Value)
+		return "the string " + quote(n.Value)
 	case "!!null":
 		return "null"
 	}
-	return fmt.Sprintf("%s %s", strings.TrimPrefix(n.Tag, "!!"), n.Value)
+	return fmt.Sprintf("%s %s", clipped(strings.TrimPrefix(n.Tag, "!!")), clipped(n.Value))
 }
 
 func join(path, key string) string {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -112,12 +111,12 @@ func (s *Store) Load() *Snapshot { return s.current.Load() }
 func (s *Store) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	data, err := os.ReadFile(s.path)
+	data, err := filewatch.ReadFile(s.path)
 	extErr := s.apply(data, sha256.Sum256(data), err)
 	if s.routes == nil {
 		return extErr
 	}
-	data, err = os.ReadFile(s.opts.RoutesFile)
+	data, err = filewatch.ReadFile(s.opts.RoutesFile)
 	return errors.Join(extErr, s.applyRoutes(data, sha256.Sum256(data), err))
 }
 

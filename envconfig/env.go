@@ -51,7 +51,7 @@ func ParseEnv[T any](prefix string, environ []string) (T, error) {
 		for _, e := range unwrapAll(err) {
 			var pe env.ParseError
 			if errors.As(e, &pe) {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", keys[pe.Name], vars[keys[pe.Name]], pe.Err))
+				errs = append(errs, fmt.Errorf("%s=%q: %w", keys[pe.Name], Redact(vars[keys[pe.Name]]), pe.Err))
 				continue
 			}
 			errs = append(errs, e)

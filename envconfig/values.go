@@ -1,6 +1,7 @@
 package envconfig
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -40,11 +41,24 @@ func (s *Secret) UnmarshalText(b []byte) error { *s = Secret(b); return nil }
 // URL is an absolute http or https URL.
 type URL struct{ *url.URL }
 
+// LogValue implements slog.LogValuer: a password in the URL logs as xxxxx.
+func (u URL) LogValue() slog.Value {
+	if u.URL == nil {
+		return slog.StringValue("")
+	}
+	return slog.StringValue(u.Redacted())
+}
+
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (u *URL) UnmarshalText(b []byte) error {
 	parsed, err := url.Parse(string(b))
 	if err != nil {
-		return err
+		// Not the URL itself: it may hold a password.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("not a URL: %w", err)
 	}
 	if parsed.Scheme != "http" && parsed.Scheme != "https" {
 		return fmt.Errorf("scheme must be http or https, not %q", parsed.Scheme)
@@ -87,4 +101,26 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 	}
 	*b = ByteSize(n * factor)
 	return nil
+}
+
+// Redact returns raw with the password of a URL's user information
+// replaced by xxxxx, as url.URL.Redacted does, so that a setting's value
+// can be quoted in a log line or an error; anything else is returned as it
+// is. A value that does not parse as a URL loses everything before its last
+// @, since where a password ends cannot be told.
+func Redact(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	if !strings.Contains(raw, "@") {
+		return raw
+	}
+	prefix, rest := "", raw
+	if scheme, after, ok := strings.Cut(raw, "://"); ok {
+		prefix, rest = scheme+"://", after
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		return prefix + "xxxxx" + rest[i:]
+	}
+	return raw
 }

@@ -83,3 +83,36 @@ func marshalled(t *testing.T, v any) string {
 	}
 	return fmt.Sprint(decoded)
 }
+
+func TestRedact(t *testing.T) {
+	tests := map[string]string{
+		"http://user:pw@kong:8100/metrics": "http://user:xxxxx@kong:8100/metrics",
+		"https://kong:8444":                "https://kong:8444",
+		"http://user:p%zz@kong:8100/":      "http://xxxxx@kong:8100/", // does not parse
+		"http://u:p/w@kong:8100/metrics":   "http://xxxxx@kong:8100/metrics",
+		"user:pw@kong:8100/metrics":        "xxxxx@kong:8100/metrics",
+		"not a url":                        "not a url",
+		"/etc/kong-metrics-sidecar/x.yaml": "/etc/kong-metrics-sidecar/x.yaml",
+	}
+	for in, want := range tests {
+		if got := Redact(in); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestURLNeverPrintsItsPassword: neither the logged value nor the error of
+// a URL that does not parse shows a password.
+func TestURLNeverPrintsItsPassword(t *testing.T) {
+	var u URL
+	if err := u.UnmarshalText([]byte("http://user:hunter2@kong:8100/metrics")); err != nil {
+		t.Fatal(err)
+	}
+	if got := u.LogValue().String(); strings.Contains(got, "hunter2") || !strings.Contains(got, "xxxxx") {
+		t.Errorf("LogValue = %q, want the password as xxxxx", got)
+	}
+	err := u.UnmarshalText([]byte("http://user:hunter2@kong:bad/metrics"))
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("UnmarshalText error %v: want an error without the password", err)
+	}
+}

@@ -31,11 +31,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -116,13 +119,48 @@ func (c Content) Err() error {
 	return errors.Join(errs...)
 }
 
-// Read reads each of paths once, hashing what it read once, as a Watcher
+// MaxFileBytes bounds a file that filewatch reads: a Kubernetes ConfigMap
+// or Secret holds at most 1 MiB, and the extension file's decoding takes
+// some thirty times its size in memory, so a larger file is refused rather
+// than read.
+const MaxFileBytes = 1 << 20
+
+// ReadFile reads the file at path, which must be a regular file (after
+// symlinks) of at most MaxFileBytes. Opening it never blocks: a FIFO, a
+// device such as /dev/zero or a directory is refused without a read.
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if fi.Size() > MaxFileBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes (%d)", path, MaxFileBytes, fi.Size())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, MaxFileBytes) // it grew as it was read
+	}
+	return data, nil
+}
+
+// Read reads each of paths once (with ReadFile), hashing what it read once, as a Watcher
 // does. Users call it for a first load that must not wait for Run.
 func Read(paths ...string) Content {
 	c := Content{Files: make([]File, len(paths))}
 	for i, p := range paths {
 		f := File{Path: p}
-		f.Data, f.Err = os.ReadFile(p)
+		f.Data, f.Err = ReadFile(p)
 		if f.Err != nil {
 			f.Data = nil
 		} else {

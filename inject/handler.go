@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"golang.org/x/sync/semaphore"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,6 +22,13 @@ import (
 // most 3 MiB for a request body, and a review carries the object plus, for
 // updates, the old one.
 const MaxRequestBytes = 8 << 20
+
+// maxBytesInFlight bounds the request bodies the Handler holds at once,
+// and so its memory: decoding a review takes about three times its size,
+// so one review as large as MaxRequestBytes, or many small ones, fit the
+// injector's memory limit; the others wait for their turn before their
+// body is read.
+const maxBytesInFlight = MaxRequestBytes
 
 // admissionAPIVersion is the only AdmissionReview version the webhook
 // speaks; its MutatingWebhookConfiguration lists only v1.
@@ -33,11 +41,12 @@ type Handler struct {
 	logger  *slog.Logger
 	metrics *Metrics
 	mutate  func(*corev1.Pod, Config) Result // Mutate; tests replace it to make it panic
+	bodies  *semaphore.Weighted              // bytes of the request bodies held, up to maxBytesInFlight
 }
 
 // NewHandler returns a Handler that injects the sidecar described by cfg.
 func NewHandler(cfg Config, logger *slog.Logger, metrics *Metrics) *Handler {
-	return &Handler{cfg: cfg, logger: logger, metrics: metrics, mutate: Mutate}
+	return &Handler{cfg: cfg, logger: logger, metrics: metrics, mutate: Mutate, bodies: semaphore.NewWeighted(maxBytesInFlight)}
 }
 
 // ServeHTTP answers one AdmissionReview. A body that is not an
@@ -64,6 +73,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.metrics.observeAdmission(result, time.Since(start))
 	}()
+	// The body's share of maxBytesInFlight: its Content-Length (the server
+	// reads no more), or the most it may be.
+	share := int64(MaxRequestBytes)
+	if r.ContentLength > 0 && r.ContentLength < share {
+		share = r.ContentLength
+	}
+	if err := h.bodies.Acquire(r.Context(), share); err != nil {
+		return // the API server gave up waiting; it applies failurePolicy Ignore
+	}
+	defer h.bodies.Release(share)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
 	if err != nil {
 		var tooLarge *http.MaxBytesError

@@ -174,6 +174,7 @@ func Mutate(pod *corev1.Pod, cfg Config) Result {
 	problems = append(problems, conflicts(pod, target)...)
 	problems = append(problems, extraVolumeConflicts(pod, cfg.ExtraVolumes)...)
 	if len(problems) > 0 {
+		problems = capProblems(problems)
 		warnings := make([]string, len(problems))
 		for i, p := range problems {
 			warnings[i] = clipWarning("kong-metrics-sidecar not injected: " + p)

@@ -172,7 +172,7 @@ func TestSidecarResources(t *testing.T) {
 		{"defaults", nil, "10m", "32Mi", "128Mi", ""},
 		{"all overridden", map[string]string{AnnotationCPURequest: "0.25", AnnotationMemoryRequest: "100M", AnnotationMemoryLimit: "1Gi"}, "250m", "100M", "1Gi", ""},
 		{"request equal to limit", map[string]string{AnnotationMemoryRequest: "128Mi"}, "10m", "128Mi", "128Mi", ""},
-		{"limit below the default request", map[string]string{AnnotationMemoryLimit: "16Mi"}, "", "", "", "memory request 32Mi is more than memory limit 16Mi"},
+		{"limit below the request", map[string]string{AnnotationMemoryRequest: "64Mi", AnnotationMemoryLimit: "48Mi"}, "", "", "", "memory request 64Mi is more than memory limit 48Mi"},
 		{"not a quantity", map[string]string{AnnotationMemoryRequest: "32 Mi"}, "", "", "", `memory-request="32 Mi" is not a quantity`},
 		{"zero", map[string]string{AnnotationCPURequest: "0"}, "", "", "", `cpu-request="0" must be more than zero`},
 		{"negative", map[string]string{AnnotationMemoryLimit: "-1Gi"}, "", "", "", `memory-limit="-1Gi" must be more than zero`},

@@ -53,6 +53,9 @@ func sidecarResources(cfg Config, annotations map[string]string) (corev1.Resourc
 			case parsed.Sign() <= 0:
 				problems = append(problems, fmt.Sprintf("annotation %s=%s must be more than zero", a.annotation, clip(v)))
 				continue
+			case outOfBounds(a.annotation, a.resource, a.limit, parsed) != "":
+				problems = append(problems, outOfBounds(a.annotation, a.resource, a.limit, parsed))
+				continue
 			}
 			q = parsed
 		}
@@ -86,6 +89,8 @@ func minFetchInterval(cfg Config, annotations map[string]string) (time.Duration,
 		return 0, fmt.Errorf("annotation %s=%s is not a duration such as 12s", AnnotationMinFetchInterval, clip(v))
 	case d < 0:
 		return 0, fmt.Errorf("annotation %s=%s must not be negative", AnnotationMinFetchInterval, clip(v))
+	case d > MaxMinFetchInterval:
+		return 0, fmt.Errorf("annotation %s=%s is above %s: scrapes would get frozen numbers", AnnotationMinFetchInterval, clip(v), MaxMinFetchInterval)
 	}
 	return d, nil
 }

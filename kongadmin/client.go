@@ -97,14 +97,31 @@ func (c *Client) followFiles(ctx context.Context, logger *slog.Logger) {
 // next page cannot hold the refresher forever.
 const maxPages = 10000
 
+// The bounds of one refresh, and so of the memory of the mapping it
+// builds: an Admin API past them is an error (kind decode), and the last
+// mapping stays in use. Kong's pages of 1,000 services with KIC's tags are
+// about 1 MB; a mapping of MaxServices takes some 20 MiB.
+const (
+	// MaxServices is the most Kong services one refresh keeps.
+	MaxServices = 20000
+	// MaxPageBytes bounds one page of GET /services.
+	MaxPageBytes = 8 << 20
+	// MaxRefreshBytes bounds the pages of one refresh together.
+	MaxRefreshBytes = 32 << 20
+)
+
 // NewClient returns a Client for o.
 func NewClient(o ClientOptions) (*Client, error) {
 	base, err := url.Parse(o.URL)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // not the URL, which may hold a password
+		}
 		return nil, fmt.Errorf("kong admin url: %w", err)
 	}
 	if base.Scheme != "http" && base.Scheme != "https" || base.Host == "" {
-		return nil, fmt.Errorf("kong admin url %q: want an absolute http or https URL", o.URL)
+		return nil, fmt.Errorf("kong admin url %q: want an absolute http or https URL", base.Redacted())
 	}
 	if (o.CertFile == "") != (o.KeyFile == "") {
 		return nil, errors.New("kong admin client certificate: the certificate and key files go together")
@@ -131,7 +148,10 @@ func NewClient(o ClientOptions) (*Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsConfig(c.ca, c.pair, base.Hostname())
 	tr.MaxIdleConnsPerHost = 1
-	c.hc = &http.Client{Transport: tr}
+	// Redirects are not followed: the Admin API never sends one, and
+	// following it would send Kong-Admin-Token to wherever it points, even
+	// from https to plain http. A redirect is a status error.
+	c.hc = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	return c, nil
 }
 
@@ -247,8 +267,9 @@ type page struct {
 func (c *Client) Services(ctx context.Context) (map[string]relabel.Tag, error) {
 	tags := map[string]relabel.Tag{}
 	offset := ""
+	budget := int64(MaxRefreshBytes) // what the pages still to come may take together
 	for range maxPages {
-		p, err := c.page(ctx, offset)
+		p, err := c.page(ctx, offset, &budget)
 		if err != nil {
 			return nil, err
 		}
@@ -256,6 +277,9 @@ func (c *Client) Services(ctx context.Context) (map[string]relabel.Tag, error) {
 			if s.Name != nil {
 				tags[*s.Name] = parseTags(s.Tags)
 			}
+		}
+		if len(tags) > MaxServices {
+			return nil, &Error{Kind: KindDecode, Err: fmt.Errorf("more than %d services", MaxServices)}
 		}
 		offset = ""
 		if p.Offset != nil {
@@ -272,7 +296,9 @@ func (c *Client) Services(ctx context.Context) (map[string]relabel.Tag, error) {
 	return nil, &Error{Kind: KindDecode, Err: fmt.Errorf("more than %d pages", maxPages)}
 }
 
-func (c *Client) page(ctx context.Context, offset string) (*page, error) {
+// page reads one page of GET /services, of at most MaxPageBytes and
+// *budget bytes, and takes what it read off *budget.
+func (c *Client) page(ctx context.Context, offset string, budget *int64) (*page, error) {
 	u := c.base.JoinPath("services")
 	q := url.Values{"size": {fmt.Sprint(c.pageSize)}}
 	if offset != "" {
@@ -296,8 +322,15 @@ func (c *Client) page(ctx context.Context, offset string) (*page, error) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		return nil, &Error{Kind: KindStatus, Err: fmt.Errorf("GET %s: %s", u.Path, resp.Status)}
 	}
+	limit := min(int64(MaxPageBytes), *budget)
+	body := &io.LimitedReader{R: resp.Body, N: limit + 1}
 	var p page
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&p); err != nil {
+	err = json.NewDecoder(body).Decode(&p)
+	*budget -= limit + 1 - body.N
+	if body.N <= 0 {
+		return nil, &Error{Kind: KindDecode, Err: fmt.Errorf("GET %s: a page of more than %d bytes, or pages of more than %d bytes together", u.Path, MaxPageBytes, MaxRefreshBytes)}
+	}
+	if err != nil {
 		kind := KindDecode
 		if ctx.Err() != nil {
 			kind = KindTimeout

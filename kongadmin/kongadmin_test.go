@@ -454,3 +454,33 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestRedirectNotFollowed: a redirect from the Admin API is a status
+// error; its target never gets a request, so never the token.
+func TestRedirectNotFollowed(t *testing.T) {
+	sim := simulator(t, "kong/command:80")
+	var reached atomic.Int32
+	var tokens atomic.Int32
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		if r.Header.Get("Kong-Admin-Token") != "" {
+			tokens.Add(1)
+		}
+		sim.AdminHandler(kongsim.AdminOptions{}).ServeHTTP(w, r)
+	}))
+	defer target.Close()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+	}))
+	defer srv.Close()
+	c, err := NewClient(ClientOptions{URL: srv.URL, Token: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.hc.Transport.(*http.Transport).TLSClientConfig.RootCAs = srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	_, err = c.Services(t.Context())
+	checkKind(t, err, KindStatus)
+	if reached.Load() != 0 || tokens.Load() != 0 {
+		t.Errorf("the redirect's plain-http target got %d requests, %d with the token; want none", reached.Load(), tokens.Load())
+	}
+}

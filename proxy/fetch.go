@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"mime"
 	"net"
 	"net/http"
@@ -33,6 +34,17 @@ const plainLimit = 4 << 20
 // compressEvery is how much rewritten text waits before it is compressed,
 // once a rewrite is past plainLimit.
 const compressEvery = 256 << 10
+
+// maxHeldBytes bounds the compressed bytes one fetch holds for each of its
+// answers: the rewrite, and Kong's page when it is kept. Kong's pages
+// compress 10 to 30 times, so this holds pages of hundreds of megabytes;
+// a body that compresses badly (hostile, or endless) fails as too_large
+// once past it instead of growing toward SIDECAR_MAX_UPSTREAM_BYTES.
+const maxHeldBytes = 24 << 20
+
+// errHeldTooLarge is a fetch's error when an answer's compressed bytes
+// pass maxHeldBytes.
+var errHeldTooLarge = errors.New("the compressed answer would pass its bound")
 
 // compressLevel is the DEFLATE level of every compressed answer.
 // github.com/klauspost/compress at level 1 compresses the rewritten page
@@ -75,6 +87,7 @@ type deflated struct {
 	chunks [][]byte
 	crc    uint32 // CRC-32 (IEEE) of the uncompressed bytes
 	size   int64  // uncompressed length
+	held   int64  // compressed length
 }
 
 // compressed returns the result's DEFLATE form, making it on first use.
@@ -108,6 +121,7 @@ func (d *deflated) write(zw *flate.Writer, p []byte, sync bool) {
 // copied to grow.
 func (d *deflated) Write(p []byte) (int, error) {
 	n := len(p)
+	d.held += int64(n)
 	for len(p) > 0 {
 		if len(d.chunks) == 0 || len(d.chunks[len(d.chunks)-1]) == cap(d.chunks[len(d.chunks)-1]) {
 			size := 64 << 10
@@ -142,8 +156,12 @@ type spool struct {
 	out *deflated
 }
 
-// flushIfFull compresses what is buffered once there is enough of it.
-func (s *spool) flushIfFull() {
+// flushIfFull compresses what is buffered once there is enough of it, and
+// fails once the compressed bytes pass the handler's bound.
+func (s *spool) flushIfFull() error {
+	if s.out != nil && s.out.held > s.h.maxHeld {
+		return errHeldTooLarge
+	}
 	switch {
 	case s.zw == nil && len(s.buf) > s.h.plainLimit:
 		// Slow path - too large to hold as it is: compress from now on.
@@ -155,6 +173,7 @@ func (s *spool) flushIfFull() {
 		s.out.write(s.zw, s.buf, false)
 		s.buf = s.buf[:0]
 	}
+	return nil
 }
 
 // finish returns the page's result, and returns the compressor to its pool.
@@ -198,7 +217,7 @@ func (h *Handler) fetch(ctx context.Context, rw *relabel.Rewriter) (res *result,
 			}
 			h.metrics.up.Set(0)
 			h.metrics.errors.WithLabelValues(fe.reason).Inc()
-			h.logger.Warn("Kong's metrics could not be read; serving the sidecar's own metrics only", "url", h.upstreamURL, "reason", fe.reason, "err", fe.err)
+			h.logger.Warn("Kong's metrics could not be read; serving the sidecar's own metrics only", "url", h.redacted, "reason", fe.reason, "err", fe.err)
 			res = nil
 			return
 		}
@@ -239,7 +258,9 @@ func (h *Handler) fetch(ctx context.Context, rw *relabel.Rewriter) (res *result,
 	default:
 		return nil, &fetchError{reasonContentType, fmt.Errorf("unsupported Content-Encoding %q", enc)}
 	}
-	limited := &io.LimitedReader{R: body, N: h.maxBytes + 1}
+	// One byte more than the limit tells a body at the limit from a larger
+	// one; the sum saturates rather than overflows.
+	limited := &io.LimitedReader{R: body, N: min(h.maxBytes, math.MaxInt64-1) + 1}
 	var src io.Reader = limited
 	var page *pageSpool
 	if h.keepPage.Load() {
@@ -255,6 +276,10 @@ func (h *Handler) fetch(ctx context.Context, rw *relabel.Rewriter) (res *result,
 		}
 	}
 	stats, size, err = h.rewrite(src, rw, sp)
+	if errors.Is(err, errHeldTooLarge) {
+		abort()
+		return nil, &fetchError{reasonTooLarge, fmt.Errorf("%w (%d bytes)", err, h.maxHeld)}
+	}
 	if err != nil {
 		abort()
 		return nil, classify(ctx, err, reasonRead)
@@ -304,7 +329,9 @@ func (h *Handler) rewrite(body io.Reader, rw *relabel.Rewriter, sp *spool) (stat
 				line = line[:len(line)-1]
 			}
 			sp.buf = page.AppendLine(sp.buf, line)
-			sp.flushIfFull()
+			if err := sp.flushIfFull(); err != nil {
+				return page.Stats(), size, err
+			}
 		}
 		if err == io.EOF {
 			return page.Stats(), size, nil

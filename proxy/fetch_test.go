@@ -23,16 +23,14 @@ import (
 const shortTimeout = 300 * time.Millisecond
 
 // shortScrapeTimeout is an X-Prometheus-Scrape-Timeout-Seconds that makes
-// the fetch's timeout shortTimeout (half of it, the margin being larger),
-// for the one scrape that must time out while the others have the
-// options' generous timeout.
+// a scrape's own wait shortTimeout (half of it, the margin being larger).
 const shortScrapeTimeout = "0.6"
 
 // failure is a way for Kong's fetch to fail, after good fetches of fixture.
 type failure struct {
 	name     string
 	serve    http.HandlerFunc // the failing upstream; nil when nothing listens
-	timeout  string           // the failing scrape's X-Prometheus-Scrape-Timeout-Seconds
+	timeout  time.Duration    // the handler's timeout for the failing fetch (0: newHandler's)
 	maxBytes int64
 	reason   string
 }
@@ -60,7 +58,7 @@ func failures(t *testing.T, fixture []byte) []failure {
 			serve: func(w http.ResponseWriter, r *http.Request) {
 				<-r.Context().Done()
 			},
-			timeout: shortScrapeTimeout,
+			timeout: shortTimeout,
 			reason:  "timeout",
 		},
 		{
@@ -84,7 +82,7 @@ func failures(t *testing.T, fixture []byte) []failure {
 					}
 				}
 			},
-			timeout: shortScrapeTimeout,
+			timeout: shortTimeout,
 			reason:  "timeout",
 		},
 		{
@@ -203,10 +201,6 @@ func TestUpstreamFailures(t *testing.T) {
 			// fetch time out.
 			h := newHandler(t, proxy.Options{UpstreamURL: url, MaxUpstreamBytes: tc.maxBytes})
 			wantErrors := map[string]float64{tc.reason: 1}
-			var badHeader http.Header
-			if tc.timeout != "" {
-				badHeader = http.Header{"X-Prometheus-Scrape-Timeout-Seconds": {tc.timeout}}
-			}
 
 			var good scraped
 			if tc.serve != nil {
@@ -216,7 +210,11 @@ func TestUpstreamFailures(t *testing.T) {
 				failing.Store(true)
 			}
 
-			bad := scrape(t, h, badHeader)
+			if tc.timeout != 0 {
+				proxy.SetTimeout(h, tc.timeout)
+			}
+			bad := scrape(t, h, nil)
+			proxy.SetTimeout(h, time.Minute)
 			bad.checkNoKong(t)
 			bad.checkUp(t, 0, wantErrors)
 
@@ -407,29 +405,43 @@ func hangingURL(t *testing.T) string {
 }
 
 // deadlineRecorder is a RoundTripper that keeps, for the last request, the
-// deadline of its context, when RoundTrip was called and the context's
-// error when the request ended, and hands the request on to next.
+// deadline of its context and when RoundTrip was called (closing called
+// then), and the context's error once the request ended, and hands the
+// request on to next.
 type deadlineRecorder struct {
-	next http.RoundTripper
+	next       http.RoundTripper
+	calledOnce sync.Once
+	called     chan struct{}
 
 	mu       sync.Mutex // Protects the fields below.
 	deadline time.Time
-	called   time.Time
+	calledAt time.Time
+	finished bool
 	ended    error
 }
 
+func newDeadlineRecorder(next http.RoundTripper) *deadlineRecorder {
+	return &deadlineRecorder{next: next, called: make(chan struct{})}
+}
+
 func (d *deadlineRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	called := time.Now()
+	calledAt := time.Now()
 	deadline, _ := req.Context().Deadline()
+	d.mu.Lock()
+	d.deadline, d.calledAt = deadline, calledAt
+	d.mu.Unlock()
+	d.calledOnce.Do(func() { close(d.called) })
 	resp, err := d.next.RoundTrip(req)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.deadline, d.called, d.ended = deadline, called, req.Context().Err()
+	d.finished, d.ended = true, req.Context().Err()
 	return resp, err
 }
 
-// TestScrapeTimeoutHeader: Prometheus' timeout, less a margin, bounds the
-// fetch when it is the smaller one. The fetch's deadline is read off its
+// TestScrapeTimeoutHeader: the fetch runs under the options' timeout
+// whatever a scraper's X-Prometheus-Scrape-Timeout-Seconds says; that
+// header, less a margin, only ends the scraper's own wait, when it is the
+// smaller one, and the fetch goes on. The fetch's deadline is read off its
 // context rather than timed: the handler sets it between start and the
 // call to the transport, so deadline-called <= timeout <= deadline-start
 // holds exactly, however slow the machine.
@@ -437,43 +449,56 @@ func TestScrapeTimeoutHeader(t *testing.T) {
 	tests := []struct {
 		name    string
 		header  string
-		timeout time.Duration // the options'
-		want    time.Duration // the fetch's
+		timeout time.Duration // the options': the fetch's
+		wait    time.Duration // the scrape's own, when shorter than the fetch's
 	}{
-		{"header smaller than the options", "1", 10 * time.Second, 500 * time.Millisecond},
-		{"fraction of a second", "0.4", 10 * time.Second, 200 * time.Millisecond}, // half, the margin being larger
-		{"the shared short one", shortScrapeTimeout, 10 * time.Second, shortTimeout},
-		{"options smaller than the header", "30", shortTimeout, shortTimeout},
-		{"header not a number", "soon", shortTimeout, shortTimeout},
-		{"negative header", "-1", shortTimeout, shortTimeout},
-		{"header too large for a Duration", "1e300", shortTimeout, shortTimeout},
-		{"infinite header", "+Inf", shortTimeout, shortTimeout},
+		{"header smaller than the options", "1", time.Minute, 500 * time.Millisecond},
+		{"fraction of a second", "0.4", time.Minute, 200 * time.Millisecond}, // half, the margin being larger
+		{"the shared short one", shortScrapeTimeout, time.Minute, shortTimeout},
+		{"options smaller than the header", "30", shortTimeout, 0},
+		{"header not a number", "soon", shortTimeout, 0},
+		{"negative header", "-1", shortTimeout, 0},
+		{"header too large for a Duration", "1e300", shortTimeout, 0},
+		{"infinite header", "+Inf", shortTimeout, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			transport := &http.Transport{Proxy: nil, DisableCompression: true}
 			t.Cleanup(transport.CloseIdleConnections)
-			rec := &deadlineRecorder{next: transport}
+			rec := newDeadlineRecorder(transport)
 			h := newHandler(t, proxy.Options{UpstreamURL: hangingURL(t), Timeout: tc.timeout, Client: &http.Client{Transport: rec}})
 			start := time.Now()
 			answer := serve(h, http.MethodGet, "/metrics", http.Header{"X-Prometheus-Scrape-Timeout-Seconds": {tc.header}})
+			waited := time.Since(start)
+			<-rec.called
 
 			rec.mu.Lock()
-			deadline, called, ended := rec.deadline, rec.called, rec.ended
+			deadline, called, finished, ended := rec.deadline, rec.calledAt, rec.finished, rec.ended
 			rec.mu.Unlock()
 			switch {
 			case deadline.IsZero():
 				t.Fatal("the fetch had no deadline")
-			case deadline.Sub(called) > tc.want || deadline.Sub(start) < tc.want:
-				t.Errorf("fetch deadline %v after the scrape began and %v after the fetch did; want a timeout of %v",
-					deadline.Sub(start), deadline.Sub(called), tc.want)
+			case deadline.Sub(called) > tc.timeout || deadline.Sub(start) < tc.timeout:
+				t.Errorf("fetch deadline %v after the scrape began and %v after the fetch did; want the options' timeout of %v",
+					deadline.Sub(start), deadline.Sub(called), tc.timeout)
+			}
+			s := checkAnswer(t, answer)
+			s.checkNoKong(t)
+			if tc.wait > 0 {
+				// The scrape stopped waiting on its own timeout (a timer
+				// never fires early), while the fetch goes on for others.
+				if waited < tc.wait {
+					t.Errorf("the scrape gave up after %v, before its own timeout of %v", waited, tc.wait)
+				}
+				if finished {
+					t.Errorf("the fetch ended (%v) with the scrape's wait: it must go on under the options' timeout", ended)
+				}
+				return
 			}
 			if !errors.Is(ended, context.DeadlineExceeded) {
 				t.Errorf("the fetch ended with its context's error %v, want the deadline: it must end only then", ended)
 			}
-			s := checkAnswer(t, answer)
-			s.checkNoKong(t)
 			s.checkUp(t, 0, map[string]float64{"timeout": 1})
 		})
 	}

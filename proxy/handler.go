@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,7 +47,9 @@ type Options struct {
 	UpstreamURL string
 	// Client fetches UpstreamURL; nil means a client made for a local upstream.
 	Client *http.Client
-	// Timeout bounds one fetch; a scrape's own timeout header, less a margin, wins when smaller.
+	// Timeout bounds one fetch. A scrape's own timeout header, less a
+	// margin, bounds only how long that scrape waits, when smaller: the
+	// fetch goes on for the scrapes that share it.
 	Timeout time.Duration
 	// MaxUpstreamBytes bounds Kong's (uncompressed) body; a larger one is a failed fetch.
 	MaxUpstreamBytes int64
@@ -69,6 +72,7 @@ type Options struct {
 // is safe for concurrent use.
 type Handler struct {
 	upstreamURL string
+	redacted    string // upstreamURL with its password as xxxxx, for logs
 	client      *http.Client
 	timeout     time.Duration
 	maxBytes    int64
@@ -77,7 +81,8 @@ type Handler struct {
 	logger      *slog.Logger
 	metrics     *metrics
 	minFetch    time.Duration
-	plainLimit  int // rewrites longer than this are held compressed (the constant; tests lower it)
+	plainLimit  int   // rewrites longer than this are held compressed (the constant; tests lower it)
+	maxHeld     int64 // compressed bytes held per answer (maxHeldBytes; tests lower it)
 
 	fetches  singleflight.Group     // Concurrent scrapes share one fetch.
 	last     atomic.Pointer[result] // The last fetch's result while MinFetchInterval is on; nil after a failure.
@@ -97,10 +102,11 @@ func NewHandler(o Options) *Handler {
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     90 * time.Second,
 			ReadBufferSize:      64 << 10, // Kong's page is megabytes: fewer, larger reads
-		}}
+		}, CheckRedirect: noRedirects}
 	}
 	return &Handler{
 		upstreamURL: o.UpstreamURL,
+		redacted:    redact(o.UpstreamURL),
 		client:      client,
 		timeout:     o.Timeout,
 		maxBytes:    o.MaxUpstreamBytes,
@@ -110,11 +116,26 @@ func NewHandler(o Options) *Handler {
 		metrics:     newMetrics(o.Registry),
 		minFetch:    o.MinFetchInterval,
 		plainLimit:  plainLimit,
+		maxHeld:     maxHeldBytes,
 		readers:     sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }},
 		flates:      sync.Pool{New: func() any { w, _ := flate.NewWriter(nil, compressLevel); return w }},
 		buffers:     sync.Pool{New: func() any { return new(bytes.Buffer) }},
 	}
 }
+
+// redact returns raw with a password in it as xxxxx (url.URL.Redacted).
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(not a URL)"
+	}
+	return u.Redacted()
+}
+
+// noRedirects makes a client return a redirect as it is, so that a
+// redirect from Kong's status endpoint is a failed fetch (its status is
+// not 200) and another host's page is never served as Kong's.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // ServeHTTP answers a scrape of /metrics: Kong's rewritten series followed
 // by the sidecar's own metrics, or only the latter when Kong cannot be
@@ -130,6 +151,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	kong, ok := h.kong(r)
+	releaseSlot(r) // the answer is ready: writing it needs no slot
 	if !ok {
 		return // the scraper is gone
 	}
@@ -192,14 +214,14 @@ var errGone = errors.New("the scraper went away")
 // join returns the result of the fetch under way, or of a new one, for
 // the scrape r with rw, or the fetch's error, or errGone.
 func (h *Handler) join(r *http.Request, rw *relabel.Rewriter) (*result, error) {
-	timeout := h.scrapeTimeout(r)
 	// The fetch outlives the scrape that started it, since others may share
-	// it, but never its timeout. Every scrape shares the fetch under way,
-	// even one that arrives after a configuration change: Kong is never
-	// fetched twice at once, and the answer is still wholly one
-	// configuration's (the one the fetch started with).
+	// it, and runs under the sidecar's own timeout, never one scraper's: a
+	// scraper with a shorter one only stops waiting. Every scrape shares
+	// the fetch under way, even one that arrives after a configuration
+	// change: Kong is never fetched twice at once, and the answer is still
+	// wholly one configuration's (the one the fetch started with).
 	ch := h.fetches.DoChan("upstream", func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.timeout)
 		defer cancel()
 		res, err := h.fetch(ctx, rw)
 		if h.minFetch > 0 {
@@ -207,16 +229,28 @@ func (h *Handler) join(r *http.Request, rw *relabel.Rewriter) (*result, error) {
 		}
 		return res, err
 	})
+	var expired <-chan time.Time // the scrape's own deadline, when shorter than the fetch's
+	if timeout := h.scrapeTimeout(r); timeout < h.timeout {
+		timer := time.NewTimer(timeout)
+		defer timer.Stop()
+		expired = timer.C
+	}
 	select {
 	case res := <-ch:
 		if res.Err != nil {
 			return nil, res.Err
 		}
 		return res.Val.(*result), nil
+	case <-expired:
+		return nil, &fetchError{reasonTimeout, errWaitExpired}
 	case <-r.Context().Done():
 		return nil, errGone
 	}
 }
+
+// errWaitExpired is join's error when the scrape's own timeout passed
+// before the shared fetch ended; the fetch goes on for the others.
+var errWaitExpired = errors.New("the scrape's own timeout passed before the shared fetch ended")
 
 // writePlain writes the result uncompressed and reports whether all of it
 // went out.

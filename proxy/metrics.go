@@ -22,9 +22,9 @@ type metrics struct {
 const (
 	reasonConnect     = "connect"      // refused, DNS, TLS
 	reasonTimeout     = "timeout"      // the scrape timeout passed before the body was read whole
-	reasonStatus      = "status"       // an HTTP status other than 200
+	reasonStatus      = "status"       // an HTTP status other than 200 (a redirect too: none is followed)
 	reasonContentType = "content_type" // a body that is not Prometheus text (an HTML error page)
-	reasonTooLarge    = "too_large"    // a body over SIDECAR_MAX_UPSTREAM_BYTES
+	reasonTooLarge    = "too_large"    // a body over SIDECAR_MAX_UPSTREAM_BYTES, or an answer over maxHeldBytes compressed
 	reasonRead        = "read"         // the body was cut off or could not be decoded
 )
 

@@ -33,8 +33,12 @@ func (h *Handler) newPageSpool() *pageSpool {
 	return &pageSpool{h: h, zw: h.getFlate(out), out: out}
 }
 
-// Write compresses p, a piece of the body as read. It never fails.
+// Write compresses p, a piece of the body as read. It fails once the
+// compressed page passes the handler's bound (the fetch then fails).
 func (p *pageSpool) Write(b []byte) (int, error) {
+	if p.out.held > p.h.maxHeld {
+		return 0, errHeldTooLarge
+	}
 	p.out.write(p.zw, b, false)
 	return len(b), nil
 }
@@ -62,6 +66,7 @@ func (p *pageSpool) abort() {
 // with a one-line reason, never part of a page nor an older one.
 func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) {
 	res, err := h.page(r)
+	releaseSlot(r) // the answer is ready: writing it needs no slot
 	if errors.Is(err, errGone) {
 		return
 	}

@@ -153,20 +153,16 @@ func TestKongPageFailures(t *testing.T) {
 				}).URL
 			}
 			h := newHandler(t, proxy.Options{UpstreamURL: url, MaxUpstreamBytes: tc.maxBytes})
-			var badHeader http.Header
-			if tc.timeout != "" {
-				badHeader = http.Header{"X-Prometheus-Scrape-Timeout-Seconds": {tc.timeout}}
-			}
 			if tc.serve != nil {
 				rec, body := getKongPage(t, h, nil)
 				checkPage(t, "before the failure", rec, body, page(), kongContentType)
 				failing.Store(true)
 			}
+			if tc.timeout != 0 {
+				proxy.SetTimeout(h, tc.timeout)
+			}
 			for _, enc := range []string{"", "gzip"} {
-				header := badHeader.Clone()
-				if header == nil {
-					header = http.Header{}
-				}
+				header := http.Header{}
 				if enc != "" {
 					header.Set("Accept-Encoding", enc)
 				}
@@ -185,7 +181,8 @@ func TestKongPageFailures(t *testing.T) {
 					t.Errorf("Accept-Encoding %q: an error answer with Content-Encoding %q", enc, ce)
 				}
 			}
-			s := scrape(t, h, badHeader)
+			s := scrape(t, h, nil)
+			proxy.SetTimeout(h, time.Minute)
 			s.checkNoKong(t)
 			s.checkUp(t, 0, map[string]float64{tc.reason: 3})
 			if tc.serve == nil {

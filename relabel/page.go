@@ -111,7 +111,8 @@ func (p *Page) AppendLine(dst, line []byte) []byte {
 				return out
 			}
 		}
-		sh := plainShape{last: -1}
+		sh := plainShape{last: -1, nNames: 1}
+		sh.names[0] = [2]int32{0, int32(len(keyPrefix[fi]) - 2)} // the key label's name
 		if keyKind[fi] == keyService {
 			sh.renames[0], sh.nRenames = 0, 1 // the key label is service
 		}
@@ -145,6 +146,12 @@ func (p *Page) startRun(head []byte, fi int, t *target, sh plainShape, out []byt
 		if at < sh.last {
 			p.runShape.renames[p.runShape.nRenames] = at
 			p.runShape.nRenames++
+		}
+	}
+	for _, n := range sh.names[:sh.nNames] {
+		if int(n[0]) < sh.last {
+			p.runShape.names[p.runShape.nNames] = n
+			p.runShape.nNames++
 		}
 	}
 	// When the last label is le, the added labels go just before it, and
@@ -351,7 +358,13 @@ type plainShape struct {
 	last     int    // where the last label starts; -1 while there is none but the key
 	renames  [2]int // where service labels start, which become kong_service
 	nRenames int
+	names    [maxPlainLabels][2]int32 // where each label's name starts and ends, to find one twice
+	nNames   int
 }
+
+// maxPlainLabels is the most labels a line in Kong's shape has (Kong's
+// have up to seven); a line with more takes the slow path.
+const maxPlainLabels = 10
 
 // nameChars are the bytes of a label name (digits not first).
 var nameChars = func() (t [256]bool) {
@@ -365,7 +378,8 @@ var nameChars = func() (t [256]bool) {
 // the labels already read (the key's, or a run's head), and reports
 // whether the line has the shape plainShape describes, is valid and
 // carries none of the reserved names (those the rewriter adds or renames
-// to). When it does not, the slow path gives the verdict.
+// to) and no label name twice. When it does not, the slow path gives the
+// verdict.
 func (sh *plainShape) parse(body []byte, i int, reserved *nameSet) bool {
 	le := -1 // where the le label starts
 	for {
@@ -386,6 +400,16 @@ func (sh *plainShape) parse(body []byte, i int, reserved *nameSet) bool {
 		if j == i || body[i] <= '9' || j+1 >= len(body) || body[j] != '=' || body[j+1] != '"' {
 			return false
 		}
+		for _, n := range sh.names[:sh.nNames] {
+			if string(body[n[0]:n[1]]) == string(body[i:j]) {
+				return false // a label twice: the slow path drops the line
+			}
+		}
+		if sh.nNames == len(sh.names) {
+			return false
+		}
+		sh.names[sh.nNames] = [2]int32{int32(i), int32(j)}
+		sh.nNames++
 		switch string(body[i:j]) {
 		case "le":
 			le = i

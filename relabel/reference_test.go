@@ -31,7 +31,8 @@ import (
 //     This is how Kong writes every line, and it lets the rewriter skip
 //     the lines it drops at the speed of a scan.
 //  3. Otherwise, or when the key is kept, the line is parsed in full: bad
-//     syntax, an invalid sample value or a label the rewriter adds is
+//     syntax, a label name twice, an invalid sample value or a label the
+//     rewriter adds is
 //     DropMalformed; no key label is DropUnresolved; the key is the first
 //     key label, and decides as in rule 2.
 //     A key resolves through Mappings first, then (for the service label)
@@ -150,6 +151,13 @@ func (p *refPage) appendLine(dst, line []byte) []byte {
 	}
 	// Rule 3.
 	labels, rest, ok := refParseLabels(line[nameEnd+1:])
+	names := map[string]bool{}
+	for _, l := range labels {
+		if names[string(l.name)] {
+			ok = false // a label name twice
+		}
+		names[string(l.name)] = true
+	}
 	if !ok || !refValidSample(rest) {
 		p.stats.Dropped[DropMalformed]++
 		return dst
@@ -468,6 +476,13 @@ func FuzzRewriteMatchesReference(f *testing.F) {
 		"kong_http_requests_total{service=\"kong.command.80\"} 99999999999999999999999999\n",
 		"kong_http_requests_total{service=\"kong.comm\\and.80\"} 1\nkong_http_requests_total{service=\"kong.command.80\"} 1\n",
 		"# HELP kong_http_requests_total a\\nb\n# TYPE kong_http_requests_total counter\nkong_http_requests_total{service=\"kong.command.80\"} 1\n",
+		// A label name twice, in the fast path's shapes: the first line of a
+		// run, the run's last label, a bucket, the slow path.
+		"kong_http_requests_total{service=\"kong.command.80\",route=\"r\",code=\"200\",code=\"500\"} 1\n",
+		"kong_http_requests_total{service=\"kong.command.80\",route=\"r\",code=\"200\"} 1\nkong_http_requests_total{service=\"kong.command.80\",route=\"r\",route=\"s\"} 1\n",
+		"kong_upstream_latency_ms_bucket{service=\"kong.command.80\",route=\"r\",le=\"1\"} 1\nkong_upstream_latency_ms_bucket{service=\"kong.command.80\",route=\"r\",le=\"2\",le=\"3\"} 1\n",
+		"kong_bandwidth_bytes{service=\"kong.comm\\and.80\",direction=\"egress\",direction=\"ingress\"} 1\n",
+		"kong_upstream_target_health{upstream=\"echo-upstream\",upstream=\"x\",state=\"healthy\"} 1\n",
 	} {
 		f.Add([]byte(s), all, all, all)
 	}

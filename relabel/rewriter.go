@@ -6,9 +6,16 @@ import (
 	"sync/atomic"
 )
 
-// maxCachedTargets bounds the resolution cache, so a page full of distinct
-// hostile names cannot grow it without limit.
-const maxCachedTargets = 1 << 16
+// maxCachedTargets and maxCachedBytes bound the resolution cache, so a
+// page full of distinct hostile names, or Kong names that change from page
+// to page (route churn), cannot grow it without limit. A full cache starts
+// again empty, releasing the names no page uses any more; the targets of
+// the generation before stay reachable at most until the pages using them
+// end, so the cache holds at most twice the bound.
+const (
+	maxCachedTargets = 1 << 16
+	maxCachedBytes   = 16 << 20
+)
 
 // Rewriter rewrites pages for one Selection. It is safe for concurrent use;
 // it caches what each Kong service name resolves to.
@@ -16,8 +23,9 @@ type Rewriter struct {
 	sel   Selection
 	added *additions
 
-	mu    sync.RWMutex          // Protects cache.
-	cache [2]map[string]*target // by key kind (service, upstream), then the raw label value
+	mu          sync.RWMutex          // Protects cache and cachedBytes.
+	cache       [2]map[string]*target // by key kind (service, upstream), then the raw label value
+	cachedBytes int                   // about what cache holds
 
 	tailBytes atomic.Int64 // bytes held in the targets' tails
 }
@@ -72,10 +80,20 @@ func (rw *Rewriter) target(kind int, raw []byte) *target {
 	}
 	t = rw.resolve(kind, unescapeLabelValue(raw))
 	t.key = string(raw)
+	size := len(t.key) + len(t.labels) + 200 // with the map entry and the target itself
 	rw.mu.Lock()
-	if len(rw.cache[kind]) < maxCachedTargets {
-		rw.cache[kind][t.key] = t
+	if len(rw.cache[kind]) >= maxCachedTargets || rw.cachedBytes+size > maxCachedBytes {
+		// Full: start again. The old targets' next links go, so that no
+		// target of the new cache keeps the old ones reachable.
+		for _, m := range rw.cache {
+			for _, old := range m {
+				old.next.Store(nil)
+			}
+		}
+		rw.cache, rw.cachedBytes = [2]map[string]*target{{}, {}}, 0
 	}
+	rw.cache[kind][t.key] = t
+	rw.cachedBytes += size
 	rw.mu.Unlock()
 	return t
 }

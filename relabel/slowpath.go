@@ -15,7 +15,7 @@ type labelPair struct {
 func (p *Page) appendParsed(dst, line []byte, nameEnd, fi int) []byte {
 	fam := &families[fi]
 	labels, rest, ok := p.parseLabels(line[nameEnd+1:])
-	if !ok || !validSampleValue(rest) {
+	if !ok || !validSampleValue(rest) || hasDuplicateName(labels) {
 		p.stats.Dropped[DropMalformed]++
 		return dst
 	}
@@ -74,6 +74,19 @@ func (p *Page) appendParsed(dst, line []byte, nameEnd, fi int) []byte {
 	dst = append(dst, '}')
 	dst = append(dst, rest...)
 	return append(dst, '\n')
+}
+
+// hasDuplicateName reports whether a label name appears twice: Prometheus
+// rejects the whole scrape for such a line, so it is dropped as malformed.
+func hasDuplicateName(labels []labelPair) bool {
+	for i := 1; i < len(labels); i++ {
+		for _, l := range labels[:i] {
+			if bytes.Equal(l.name, labels[i].name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func appendLabel(dst []byte, l labelPair) []byte {

@@ -75,6 +75,22 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	context.AfterFunc(ctx, stop)
+	// SIGHUP, whose default action is to exit, is caught too, before the
+	// certificate is read: the certificate files are followed on their
+	// own, so it only says so.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				logger.Info("SIGHUP ignored: the certificate files are followed as they change")
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 
 	if err := serve(ctx, settings, logger); err != nil {
 		logger.Error("Injector failed", "err", err)

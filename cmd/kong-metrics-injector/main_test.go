@@ -233,3 +233,42 @@ func writeCertificate(t *testing.T, dir string) *x509.CertPool {
 	}
 	return ca.Pool()
 }
+
+// TestSIGHUPDoesNotKill: SIGHUP, whose default action ends a process, is
+// caught: the injector keeps serving and still drains on SIGTERM.
+func TestSIGHUPDoesNotKill(t *testing.T) {
+	dir := t.TempDir()
+	caPool := writeCertificate(t, dir)
+	p, err := harness.Start("injector", binary, nil, []string{
+		"INJECTOR_SIDECAR_IMAGE=ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:v1.0.0",
+		"INJECTOR_LISTEN_ADDR=" + harness.AnyPort,
+		"INJECTOR_METRICS_ADDR=" + harness.AnyPort,
+		"INJECTOR_TLS_CERT_FILE=" + filepath.Join(dir, "tls.crt"),
+		"INJECTOR_TLS_KEY_FILE=" + filepath.Join(dir, "tls.key"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(hangTimeout) })
+	webhookAddr, err := p.LoggedValue(hangTimeout, "webhook", "msg", "Serving")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	// The signal is handled once it is logged; a killed process never logs it.
+	deadline := time.Now().Add(hangTimeout)
+	for !strings.Contains(p.Output(), "SIGHUP ignored") && !p.Exited() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := harness.WaitHTTPS("https://"+webhookAddr+"/readyz", caPool, p, hangTimeout); err != nil {
+		t.Fatalf("after SIGHUP: %v\n%s", err, p.Output())
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(hangTimeout); err != nil {
+		t.Fatalf("after SIGTERM: %v\n%s", err, p.Output())
+	}
+}

@@ -92,6 +92,15 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 }
 
 func serve(settings Settings, logger *slog.Logger) error {
+	// Signals are caught before anything that can take time (reading the
+	// extension file, TLS files, listening): a SIGHUP during start-up is a
+	// reload once the watcher runs, a SIGTERM a clean exit, never a kill.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -105,8 +114,6 @@ func serve(settings Settings, logger *slog.Logger) error {
 	_ = store.Reload()
 
 	rewriter := func() *relabel.Rewriter { return store.Load().Rewriter }
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	if settings.KongAdminURL != "" {
 		client, err := kongadmin.NewClient(kongadmin.ClientOptions{
 			URL:      settings.KongAdminURL,
@@ -127,7 +134,7 @@ func serve(settings Settings, logger *slog.Logger) error {
 		// A Rewriter per (extension snapshot, Admin API mapping) pair, so
 		// its resolution cache never outlives either.
 		rewriter = func() *relabel.Rewriter { return admin.Rewriter(store.Load().Rewriter) }
-		logger.Info("resolving Kong services through the Admin API", "url", settings.KongAdminURL,
+		logger.Info("resolving Kong services through the Admin API", "url", envconfig.Redact(settings.KongAdminURL),
 			"refresh_interval", settings.KongAdminRefreshInterval)
 	}
 
@@ -156,15 +163,25 @@ func serve(settings Settings, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", settings.ListenAddr, err)
 	}
-	logger.Info("serving", "addr", ln.Addr().String(), "upstream", settings.UpstreamURL.String(),
+	webConfigFile := settings.WebConfigFile
+	if webConfigFile != "" {
+		// TLS is the sidecar's, keeping the last good certificate (webTLS).
+		// Without TLS in the file, or when it does not load now,
+		// exporter-toolkit serves the file as it is.
+		switch wt, err := newWebTLS(webConfigFile, logger); {
+		case err == nil:
+			ln, webConfigFile = wt.listen(ln), wt.copyPath()
+			logger.Info("TLS is enabled; a certificate that does not load keeps the last good one in use", "web_config_file", settings.WebConfigFile)
+		case !errors.Is(err, errNoTLS):
+			logger.Warn("the web configuration file does not load for the sidecar's own TLS; exporter-toolkit serves it", "web_config_file", settings.WebConfigFile, "err", err)
+		}
+	}
+	logger.Info("serving", "addr", ln.Addr().String(), "upstream", settings.UpstreamURL.Redacted(),
 		"config_file", settings.ConfigFile, "route_mapping_file", settings.RouteMappingFile, "version", version.Version)
 
 	// One goroutine does every reload: file events, the poll and SIGHUP.
 	watcher := config.NewWatcher(store, config.WatchOptions{PollInterval: settings.ConfigPollInterval, Logger: logger})
 	go watcher.Run(ctx)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {
@@ -184,7 +201,7 @@ func serve(settings Settings, logger *slog.Logger) error {
 	webFlags := &web.FlagConfig{
 		WebListenAddresses: &[]string{settings.ListenAddr},
 		WebSystemdSocket:   &noSystemd,
-		WebConfigFile:      &settings.WebConfigFile,
+		WebConfigFile:      &webConfigFile,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- web.Serve(ln, srv, webFlags, logger) }()

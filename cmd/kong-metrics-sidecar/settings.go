@@ -10,6 +10,11 @@ import (
 // EnvPrefix is the prefix of every sidecar setting.
 const EnvPrefix = "SIDECAR_"
 
+// MaxUpstreamBytesCeiling is the largest SIDECAR_MAX_UPSTREAM_BYTES: far
+// above any page, and far enough below the largest int64 that no count
+// of bytes compared with it can overflow.
+const MaxUpstreamBytesCeiling = 1 << 50
+
 // Settings are the sidecar's settings, read from SIDECAR_* variables.
 type Settings struct {
 	ListenAddr         string             `env:"LISTEN_ADDR" envDefault:":9542" help:"where /metrics, /healthz and /readyz are served"`
@@ -49,7 +54,7 @@ func LoadSettings(environ []string) (Settings, error) {
 	if s.KongAdminURL != "" {
 		var u envconfig.URL
 		if err := u.UnmarshalText([]byte(s.KongAdminURL)); err != nil {
-			return s, fmt.Errorf("%sKONG_ADMIN_URL=%s: %w", EnvPrefix, s.KongAdminURL, err)
+			return s, fmt.Errorf("%sKONG_ADMIN_URL=%s: %w", EnvPrefix, envconfig.Redact(s.KongAdminURL), err)
 		}
 	}
 	if (s.KongAdminCertFile == "") != (s.KongAdminKeyFile == "") {
@@ -60,6 +65,9 @@ func LoadSettings(environ []string) (Settings, error) {
 	}
 	if s.MaxUpstreamBytes <= 0 {
 		return s, fmt.Errorf("%sMAX_UPSTREAM_BYTES=%d: must be positive", EnvPrefix, s.MaxUpstreamBytes)
+	}
+	if s.MaxUpstreamBytes > MaxUpstreamBytesCeiling {
+		return s, fmt.Errorf("%sMAX_UPSTREAM_BYTES=%d: must be at most %d (1024TiB)", EnvPrefix, s.MaxUpstreamBytes, MaxUpstreamBytesCeiling)
 	}
 	return s, nil
 }

@@ -113,3 +113,19 @@ func TestKongAdminSettings(t *testing.T) {
 		t.Errorf("the token prints: %s", printed)
 	}
 }
+
+// TestSettingsErrorsHidePasswords: a URL setting that is refused is quoted
+// with its password as xxxxx.
+func TestSettingsErrorsHidePasswords(t *testing.T) {
+	for _, env := range []string{
+		"SIDECAR_UPSTREAM_URL=http://user:hunter2@kong:bad/metrics",
+		"SIDECAR_UPSTREAM_URL=ftp://user:hunter2@kong/metrics",
+		"SIDECAR_KONG_ADMIN_URL=ftp://admin:hunter2@kong:8444",
+		"SIDECAR_KONG_ADMIN_URL=http://admin:hunter2@kong:bad",
+	} {
+		_, err := LoadSettings([]string{env})
+		if err == nil || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("LoadSettings(%q) = %v, want an error without the password", env, err)
+		}
+	}
+}
