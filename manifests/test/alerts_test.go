@@ -96,7 +96,14 @@ func TestAlertRuleTestsFail(t *testing.T) {
       kong_metrics_sidecar_config_info{sha256=""} == 1`, ""},
 		{"the unresolved alert on the gauge alone", `
       or
-      sum without (reason) (kong_metrics_sidecar_series_dropped{reason="unresolved"}) > 0`, ""},
+      (
+        sum without (reason) (kong_metrics_sidecar_series_dropped{reason="unresolved"}) > 0
+        unless
+        kong_metrics_sidecar_unresolved_kong_services
+      )`, ""},
+		{"the unresolved alert on dropped series where the gauge says none", `
+        unless
+        kong_metrics_sidecar_unresolved_kong_services`, ""},
 		{"the certificate warning at 30 days", `< 7 * 86400`, `< 30 * 86400`},
 		{"a for duration changed", "for: 5m\n    labels:\n      severity: warning\n    annotations:\n      summary: A kong-metrics-sidecar cannot", "for: 3m\n    labels:\n      severity: warning\n    annotations:\n      summary: A kong-metrics-sidecar cannot"},
 	} {
