@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,7 +54,8 @@ func runPromtool(t *testing.T, dir string, args ...string) (string, bool) {
 	cmd := exec.Command(promtool(t), args...)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
-	if _, exited := err.(*exec.ExitError); err != nil && !exited {
+	var exited *exec.ExitError
+	if err != nil && !errors.As(err, &exited) {
 		t.Fatalf("promtool %s: %v", strings.Join(args, " "), err)
 	}
 	return string(out), err == nil
