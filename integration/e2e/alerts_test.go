@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
@@ -438,4 +439,53 @@ func stepSeriesLostAlert(ctx context.Context, w *world, proms []*promReplica) {
 		w.t.Fatalf("KongMetricsSidecarLatencySeriesAbsent is not about kong/command: %s", obs)
 	}
 	w.step("alerts: the command series lost: %s", obs)
+}
+
+// TestAlertsKustomization builds the e2e's kustomization of manifests/alerts
+// and checks that it changed what it should: every group's interval and
+// every alert's for, and nothing else of a rule.
+func TestAlertsKustomization(t *testing.T) {
+	dir := t.TempDir()
+	k, err := alertsKustomization(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := buildKustomization(dir, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := find(objs, "PrometheusRule", "kong-metrics-sidecar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, _, err := unstructured.NestedSlice(pr.Object, "spec", "groups")
+	if err != nil || len(groups) != len(alertGroups) {
+		t.Fatalf("%d groups (%v), want %d", len(groups), err, len(alertGroups))
+	}
+	alerts := 0
+	for _, g := range groups {
+		g := g.(map[string]any)
+		if g["interval"] != alertsInterval {
+			t.Errorf("group %v: interval %v, want %s", g["name"], g["interval"], alertsInterval)
+		}
+		for _, r := range g["rules"].([]any) {
+			r := r.(map[string]any)
+			if r["alert"] == nil {
+				if _, has := r["for"]; has {
+					t.Errorf("recording rule %v got a for", r["record"])
+				}
+				continue
+			}
+			alerts++
+			if r["for"] != alertsFor {
+				t.Errorf("alert %v: for %v, want %s", r["alert"], r["for"], alertsFor)
+			}
+			if r["expr"] == "" || r["labels"] == nil || r["annotations"] == nil {
+				t.Errorf("alert %v lost its expr, labels or annotations: %v", r["alert"], r)
+			}
+		}
+	}
+	if alerts == 0 {
+		t.Fatal("no alerts in the PrometheusRule")
+	}
 }
