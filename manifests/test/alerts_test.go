@@ -110,6 +110,7 @@ func TestAlertRuleTestsFail(t *testing.T) {
 		{"a for duration changed", "for: 5m\n    labels:\n      severity: warning\n    annotations:\n      summary: A kong-metrics-sidecar cannot", "for: 3m\n    labels:\n      severity: warning\n    annotations:\n      summary: A kong-metrics-sidecar cannot"},
 	} {
 		t.Run(m.what, func(t *testing.T) {
+			t.Parallel() // each runs its own promtool
 			if !bytes.Contains(rules, []byte(m.old)) {
 				t.Fatalf("the rule file no longer contains %q", m.old)
 			}
