@@ -258,23 +258,62 @@ func writeRuleFiles(dir string, cm *corev1.ConfigMap) error {
 // ruleGroupNames lists the rule groups a Prometheus has loaded
 // (GET /api/v1/rules).
 func ruleGroupNames(ctx context.Context, promURL string) ([]string, error) {
+	groups, err := ruleGroups(ctx, promURL)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, g := range groups {
+		names = append(names, g.Name)
+	}
+	return names, nil
+}
+
+// promRuleGroup is a rule group as GET /api/v1/rules lists it, with each
+// rule's health after its last evaluation.
+type promRuleGroup struct {
+	Name  string
+	Rules []struct {
+		Name      string
+		Health    string
+		LastError string
+	}
+}
+
+func ruleGroups(ctx context.Context, promURL string) ([]promRuleGroup, error) {
 	body, err := harness.Get(ctx, promURL+"/api/v1/rules")
 	if err != nil {
 		return nil, err
 	}
 	var resp struct {
-		Data struct {
-			Groups []struct{ Name string }
-		}
+		Data struct{ Groups []promRuleGroup }
 	}
 	if err := json.Unmarshal(body, &resp); err != nil {
 		return nil, fmt.Errorf("decoding /api/v1/rules: %w", err)
 	}
-	var names []string
-	for _, g := range resp.Data.Groups {
-		names = append(names, g.Name)
+	return resp.Data.Groups, nil
+}
+
+// unhealthyRules lists the shipped rules whose last evaluation was not
+// "ok" in a Prometheus: a rule that fails to evaluate never fires, so a
+// quiet Prometheus proves nothing about it.
+func unhealthyRules(ctx context.Context, promURL string) ([]string, error) {
+	groups, err := ruleGroups(ctx, promURL)
+	if err != nil {
+		return nil, err
 	}
-	return names, nil
+	var bad []string
+	for _, g := range groups {
+		if !slices.Contains(alertGroups, g.Name) {
+			continue
+		}
+		for _, r := range g.Rules {
+			if r.Health != "ok" {
+				bad = append(bad, fmt.Sprintf("%s/%s: %s %s", g.Name, r.Name, r.Health, r.LastError))
+			}
+		}
+	}
+	return bad, nil
 }
 
 // activeAlerts returns the alerts a Prometheus has pending or firing
@@ -340,8 +379,9 @@ func waitAlert(ctx context.Context, w *world, proms []*promReplica, alert string
 	return fmt.Sprintf("%s after %s (%s)", alert, time.Since(start).Round(100*time.Millisecond), obs)
 }
 
-// stepAlertsQuiet checks the healthy chain: for quiet, no alert is pending
-// or firing in any Prometheus.
+// stepAlertsQuiet checks the healthy chain: for quiet, every shipped rule
+// evaluates without an error and no alert is pending or firing in any
+// Prometheus.
 func stepAlertsQuiet(ctx context.Context, t *testing.T, w *world, proms []*promReplica, quiet time.Duration) {
 	t.Helper()
 	for end := time.Now().Add(quiet); ; time.Sleep(time.Second) {
@@ -353,12 +393,19 @@ func stepAlertsQuiet(ctx context.Context, t *testing.T, w *world, proms []*promR
 			if len(active) > 0 {
 				t.Fatalf("on the healthy chain Prometheus %d has alerts pending or firing: %v", i, active)
 			}
+			bad, err := unhealthyRules(ctx, r.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(bad) > 0 {
+				t.Fatalf("Prometheus %d: shipped rules that do not evaluate: %v", i, bad)
+			}
 		}
 		if time.Now().After(end) {
 			break
 		}
 	}
-	w.step("alerts: on the healthy chain no alert was pending or firing in any Prometheus for %s", quiet)
+	w.step("alerts: on the healthy chain every shipped rule evaluated without an error and no alert was pending or firing in any Prometheus for %s", quiet)
 }
 
 // stepKongDownAlert stops Kong in one pod, leaving its sidecar running,

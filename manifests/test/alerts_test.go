@@ -88,9 +88,12 @@ func TestAlertRuleTestsFail(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range []struct{ what, old, new string }{
-		{"the chain alert without its traffic condition (a Kong with no traffic fires)", `[5m])
-        ) > 0`, `[5m])
-        ) >= 0`},
+		{"the chain alert without its traffic condition (a Kong with no traffic fires)",
+			`(rate(kong_request_latency_ms_count{exported_namespace!="", exported_service!=""}[5m])) > 0`,
+			`(rate(kong_request_latency_ms_count{exported_namespace!="", exported_service!=""}[5m])) >= 0`},
+		{"the chain alert's traffic over every family at once (rate drops the name: same labels collide)",
+			`sum by (exported_namespace, exported_service) (rate(kong_request_latency_ms_count{exported_namespace!="", exported_service!=""}[5m])) > 0`,
+			`sum by (exported_namespace, exported_service) (rate({__name__=~"kong_request_latency_ms_count|kong_kong_latency_ms_count", exported_namespace!="", exported_service!=""}[5m])) > 0`},
 		{"the chain alert without the Kong-activity condition on lost series", "multi_backend\"}) > 0)\n      )\n    for: 10m", "multi_backend\"}) >= 0)\n      )\n    for: 10m"},
 		{"the target-down job matching any job ending in the name", `up{job=~"(.+/)?kong-metrics-sidecar"}`, `up{job=~".*kong-metrics-sidecar"}`},
 		{"the extension-rejected alert firing on a sidecar with none too", `
