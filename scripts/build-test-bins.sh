@@ -11,7 +11,7 @@
 # changes. Prints, on stdout, shell assignments of the binaries' paths:
 #
 #   eval "$(scripts/build-test-bins.sh)"             # E2E_ETCD_BIN and the others
-#   eval "$(scripts/build-test-bins.sh prometheus)"  # E2E_PROMETHEUS_BIN only
+#   eval "$(scripts/build-test-bins.sh prometheus)"  # E2E_PROMETHEUS_BIN and E2E_PROMTOOL_BIN
 #
 # Arguments name the modules to build (etcd, kubernetes, prometheus,
 # prometheus-operator, keda, thanos); none means all but thanos, which is
@@ -40,8 +40,9 @@ for m in "${wanted[@]}"; do
 done
 
 # build MODULE TAGS OUTVAR=PKG... builds the packages of one module into
-# its cache directory unless that directory is already complete; a module
-# the arguments leave out is skipped.
+# its cache directory unless that directory is already complete and holds
+# every binary asked for (a command added to a module whose go.mod did not
+# change is built then); a module the arguments leave out is skipped.
 build() {
 	local module=$1 tags=$2
 	shift 2
@@ -50,12 +51,14 @@ build() {
 	fi
 	local key
 	key=$( { echo "format=$format tags=$tags flags=${flags[*]}"; "$go" env GOVERSION GOOS GOARCH; cat "$bins/$module/go.mod" "$bins/$module/go.sum"; } | sha256sum | cut -c1-16)
-	local dir="$cache/$module-$key"
-	if [ ! -f "$dir/.complete" ]; then
+	local dir="$cache/$module-$key" complete=1 p
+	[ -f "$dir/.complete" ] || complete=0
+	for p in "$@"; do [ -f "$dir/$(basename "${p#*=}")" ] || complete=0; done
+	if [ "$complete" = 0 ]; then
 		local tmp="$cache/.tmp-$module-$$"
 		rm -rf "$tmp"
 		mkdir -p "$tmp"
-		local pkgs=() p
+		local pkgs=()
 		for p in "$@"; do pkgs+=("${p#*=}"); done
 		echo "build-test-bins: building $module (${pkgs[*]}) into $dir" >&2
 		local start=$SECONDS
@@ -77,8 +80,11 @@ build kubernetes "" \
 	E2E_KUBE_CONTROLLER_MANAGER_BIN=k8s.io/kubernetes/cmd/kube-controller-manager
 # remove_all_sd leaves out the service-discovery plugins but Kubernetes
 # (enable_kubernetes_sd): the test's Prometheus finds its targets as in a
-# cluster, and the others would double the build.
-build prometheus remove_all_sd,enable_kubernetes_sd E2E_PROMETHEUS_BIN=github.com/prometheus/prometheus/cmd/prometheus
+# cluster, and the others would double the build. promtool (check rules,
+# test rules on the shipped alerting rules) shares the compiled packages.
+build prometheus remove_all_sd,enable_kubernetes_sd \
+	E2E_PROMETHEUS_BIN=github.com/prometheus/prometheus/cmd/prometheus \
+	E2E_PROMTOOL_BIN=github.com/prometheus/prometheus/cmd/promtool
 # Prometheus Operator: the test runs it against the API server to turn the
 # shipped ServiceMonitor into Prometheus's configuration.
 build prometheus-operator "" E2E_PROMETHEUS_OPERATOR_BIN=github.com/prometheus-operator/prometheus-operator/cmd/operator

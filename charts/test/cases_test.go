@@ -79,6 +79,7 @@ var renderCases = []renderCase{
 			wantNoObjects[cmv1.Certificate](t, r)
 			wantNoObjects[monitoringv1.ServiceMonitor](t, r)
 			wantNoObjects[monitoringv1.PodMonitor](t, r)
+			wantNoObjects[monitoringv1.PrometheusRule](t, r)
 			wantNoObjects[corev1.ConfigMap](t, r)
 			if in.webhook.Webhooks[0].ClientConfig.CABundle == nil {
 				t.Error("no caBundle without cert-manager")
@@ -268,6 +269,75 @@ podMonitor:
 			if len(all[corev1.ConfigMap](r.objs)) != 1 {
 				t.Error("more ConfigMaps than the dashboard's")
 			}
+		},
+	},
+	{
+		// The alerting rules with every setting changed: each lands where
+		// it belongs in the rules (the defaults are manifests/alerts',
+		// manifests_test.go).
+		name: "prometheus-rule",
+		values: `prometheusRule:
+  enabled: true
+  namespace: monitoring
+  labels:
+    release: kps
+  runbookURL: https://docs.example.com/runbooks.md
+  sidecarJob: kong-sidecars
+  alerts:
+    kongUnreachable: {for: 2m}
+    injectorCertificateExpiry: {for: 1h, warningDays: 21, criticalDays: 3}
+    latencySeriesAbsent: {for: 30m, lookback: 3h}
+`,
+		apiVersions: []string{monitoringAPI},
+		check: func(t *testing.T, r rendering) {
+			pr := find[monitoringv1.PrometheusRule](t, r.objs, "monitoring", "kong-metrics-sidecar")
+			if pr.Labels["release"] != "kps" {
+				t.Errorf("PrometheusRule labels %v, want release: kps", pr.Labels)
+			}
+			rules := map[string][]monitoringv1.Rule{}
+			for _, g := range pr.Spec.Groups {
+				for _, rule := range g.Rules {
+					rules[rule.Alert] = append(rules[rule.Alert], rule)
+				}
+			}
+			want := func(alert string, i int, what, got, want string) {
+				t.Helper()
+				if !strings.Contains(got, want) {
+					t.Errorf("%s[%d] %s %q, want it to contain %q", alert, i, what, got, want)
+				}
+			}
+			for alert, rs := range rules {
+				for i, rule := range rs {
+					if alert != "" {
+						want(alert, i, "runbook_url", rule.Annotations["runbook_url"], "https://docs.example.com/runbooks.md#"+strings.ToLower(alert))
+					}
+				}
+			}
+			want("KongMetricsSidecarKongUnreachable", 0, "for", string(*rules["KongMetricsSidecarKongUnreachable"][0].For), "2m")
+			want("KongMetricsSidecarExtensionRejected", 0, "for (default)", string(*rules["KongMetricsSidecarExtensionRejected"][0].For), "5m")
+			want("KongMetricsSidecarTargetDown", 0, "expr", rules["KongMetricsSidecarTargetDown"][0].Expr.String(), `up{job=~"kong-sidecars"}`)
+			expiry := rules["KongMetricsInjectorCertificateExpiresSoon"]
+			if len(expiry) != 2 {
+				t.Fatalf("%d KongMetricsInjectorCertificateExpiresSoon rules, want 2 (warning, critical)", len(expiry))
+			}
+			want("KongMetricsInjectorCertificateExpiresSoon", 0, "expr", expiry[0].Expr.String(), "< 21 * 86400")
+			want("KongMetricsInjectorCertificateExpiresSoon", 0, "summary", expiry[0].Annotations["summary"], "within 21 days")
+			want("KongMetricsInjectorCertificateExpiresSoon", 1, "expr", expiry[1].Expr.String(), "< 3 * 86400")
+			want("KongMetricsInjectorCertificateExpiresSoon", 1, "summary", expiry[1].Annotations["summary"], "within 3 days")
+			want("KongMetricsInjectorCertificateExpiresSoon", 1, "for", string(*expiry[1].For), "1h")
+			chain := rules["KongMetricsSidecarLatencySeriesAbsent"][0]
+			want("KongMetricsSidecarLatencySeriesAbsent", 0, "for", string(*chain.For), "30m")
+			want("KongMetricsSidecarLatencySeriesAbsent", 0, "expr", chain.Expr.String(), "[3h]")
+			want("KongMetricsSidecarLatencySeriesAbsent", 0, "description", chain.Annotations["description"], "within the last 3h")
+			// Prometheus's own template braces survive Helm's.
+			want("KongMetricsSidecarKongUnreachable", 0, "description", rules["KongMetricsSidecarKongUnreachable"][0].Annotations["description"], "{{ $labels.namespace }}/{{ $labels.pod }}")
+		},
+	},
+	{
+		name:   "prometheus-rule-without-crds",
+		values: "prometheusRule:\n  enabled: true\n",
+		check: func(t *testing.T, r rendering) {
+			wantNoObjects[monitoringv1.PrometheusRule](t, r)
 		},
 	},
 	{

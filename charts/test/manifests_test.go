@@ -73,6 +73,14 @@ var sourceOfTruthCases = []struct {
 		kustomize:   ofKind("ConfigMap"),
 	},
 	{
+		// The alerting rules with the chart's defaults, in the tutorial's
+		// kube-prometheus-stack namespace with its rule selector's label.
+		dir:         "alerts",
+		values:      "prometheusRule:\n  enabled: true\n  namespace: prometheus\n  labels:\n    release: prometheus\n",
+		apiVersions: []string{monitoringAPI},
+		chart:       ofKind("PrometheusRule"),
+	},
+	{
 		// The Grafana dashboard's ConfigMap, in the tutorial's
 		// kube-prometheus-stack namespace.
 		dir:    "dashboards",

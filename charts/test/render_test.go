@@ -205,6 +205,7 @@ var goTypes = map[schema.GroupVersionKind]func() any{
 	cmv1.SchemeGroupVersion.WithKind("Certificate"):            func() any { return new(cmv1.Certificate) },
 	monitoringv1.SchemeGroupVersion.WithKind("ServiceMonitor"): func() any { return new(monitoringv1.ServiceMonitor) },
 	monitoringv1.SchemeGroupVersion.WithKind("PodMonitor"):     func() any { return new(monitoringv1.PodMonitor) },
+	monitoringv1.SchemeGroupVersion.WithKind("PrometheusRule"): func() any { return new(monitoringv1.PrometheusRule) },
 
 	// The route mapping's RBAC.
 	rbacv1.SchemeGroupVersion.WithKind("ClusterRole"):        func() any { return new(rbacv1.ClusterRole) },

@@ -124,6 +124,7 @@ func TestTutorial(t *testing.T) {
 	w.step("data planes up: %d Kong pods, each with its simulator (Kong service %s) and sidecar on its own address; Service kong/kong-proxy spreads requests over %v", kongReplicas, combined, lb.endpoints())
 	stepRouteMapping(ctx, t, w, c, dp)
 	proms := startMonitoring(ctx, t, w, c, third["E2E_PROMETHEUS_BIN"], filepath.Join(dir, "prometheus"))
+	startAlerts(ctx, t, w, c, ap, proms, filepath.Join(dir, "alerts"))
 	tr := startTraffic(ctx, lb.URL, "0.1")
 	t.Cleanup(func() { _, _ = tr.stop() }) // the traffic steps check it; this only ends it
 	for _, r := range proms {
@@ -137,6 +138,7 @@ func TestTutorial(t *testing.T) {
 	startAdapter(t, w, c, adapterBin, adapterAddr, proms[0].URL, filepath.Join(dir, "adapter"))
 	step4Metric(ctx, t, w, c)
 	stepSpread(ctx, t, w, proms[0], pods)
+	stepAlertsQuiet(ctx, t, w, proms, 20*time.Second)
 
 	// --- Step 5: the HPA, with faults at 10 replicas.
 	if err := ap.apply(ctx, hpaObj); err != nil {
@@ -146,12 +148,15 @@ func TestTutorial(t *testing.T) {
 	hpa := step5ScaleUp(ctx, t, w, c)
 	stepPodDeleted(ctx, t, w, c, dp, proms, hpa)
 	stepKongRestart(ctx, t, w, c, dp, proms, hpa)
+	stepKongDownAlert(ctx, t, w, dp, proms)
 	stepPrometheusRestart(ctx, t, w, c, proms, hpa)
 	stepRouteRuleNames(ctx, t, w, c, dp, proms, combined, perRule)
 	step5ScaleDown(ctx, t, w, c, lb, &tr, hpa)
+	stepExtensionBrokenAlert(ctx, t, w, c, proms)
 
 	// --- Step 6: hot reload through the API server.
 	step6Reload(ctx, t, w, c, dp)
+	stepSeriesLostAlert(ctx, w, proms)
 }
 
 func podNames(pods []*kongPod) []string {

@@ -134,6 +134,9 @@ func renderPrometheusConfig(gz []byte, kubeconfig, pod string) ([]byte, int, err
 	if err := yaml.Unmarshal(raw, &cfg); err != nil {
 		return nil, 0, fmt.Errorf("decoding the operator's configuration: %w", err)
 	}
+	if err := relativeRuleFiles(cfg); err != nil { // alerts_test.go
+		return nil, 0, err
+	}
 	scs, _ := cfg["scrape_configs"].([]any)
 	n := 0
 	for _, sc := range scs {

@@ -17,7 +17,8 @@ import (
 var binVars = map[string][]string{
 	"etcd":       {"E2E_ETCD_BIN"},
 	"kubernetes": {"E2E_KUBE_APISERVER_BIN", "E2E_KUBE_CONTROLLER_MANAGER_BIN"},
-	"prometheus": {"E2E_PROMETHEUS_BIN"},
+	// promtool checks and unit-tests the shipped alerting rules.
+	"prometheus": {"E2E_PROMETHEUS_BIN", "E2E_PROMTOOL_BIN"},
 	// The operator's module also carries its CRDs in the module cache.
 	"prometheus-operator": {"E2E_PROMETHEUS_OPERATOR_BIN"},
 	// KEDA's module also carries its CRDs and RBAC (config/) in the module cache.

@@ -130,7 +130,7 @@ func TestEveryKustomizationBuilds(t *testing.T) {
 	dirs := kustomizations(t)
 	// The ones the other tests check in detail; a new one is built and
 	// decoded here all the same.
-	for _, want := range []string{"injector", "monitoring/servicemonitor", "monitoring/podmonitor", "examples"} {
+	for _, want := range []string{"injector", "monitoring/servicemonitor", "monitoring/podmonitor", "examples", "alerts"} {
 		if !slices.Contains(dirs, want) {
 			t.Errorf("no kustomization in manifests/%s", want)
 		}
