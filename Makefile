@@ -10,7 +10,8 @@ BUILD_DATE ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d-
 # The version variables as the Prometheus projects stamp them; -version
 # prints them and *_build_info carries them.
 VERSION_PKG := github.com/prometheus/common/version
-# The same flags as the Dockerfile: static, reproducible, stamped.
+# The flags of every build, the release's too (release-bins): static,
+# reproducible, stamped.
 LDFLAGS  := -s -w -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Revision=$(REVISION) -X $(VERSION_PKG).Branch=$(BRANCH) -X $(VERSION_PKG).BuildUser=$(BUILD_USER) -X $(VERSION_PKG).BuildDate=$(BUILD_DATE)
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 FUZZTIME ?= 10s
