@@ -53,7 +53,7 @@ func startTestbed(ctx context.Context, t *testing.T, modules ...string) *testbed
 	if tb.crds, err = operatorCRDFiles(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if tb.own, err = harness.Binaries(ctx); err != nil {
+	if tb.own, err = ownBinaries(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return tb
