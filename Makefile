@@ -27,7 +27,7 @@ CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kong-metrics-sidecar
 
 .PHONY: all build demo test check fmt vet lint lint-bins tidy-check test-unit test-short \
 	fuzz-short fuzz soak bench clean bins prometheus-bin test-manifests test-chart e2e dashboard-png \
-	release-bins release image-bins test-release actionlint
+	release-bins release release-notes image-bins test-release actionlint
 
 all: build
 
@@ -207,6 +207,11 @@ release-bins:
 release: release-bins
 	$(call RELEASE_TOOL,$(VERSION),$(RELEASE_DIR)) -base $(BASE_IMAGE) -image $(REGISTRY)/kong-metrics-sidecar -chart-repo oci://$(REGISTRY)/charts
 
+# The changelog's section for $(VERSION), the GitHub release's text, into
+# $(RELEASE_DIR)/out/notes.md; fails when CHANGELOG.md has none.
+release-notes:
+	cd release && $(GO) run ./cmd/release -version $(VERSION) -notes-from $(CURDIR)/CHANGELOG.md -out $(abspath $(RELEASE_DIR))/out
+
 # The same release into a registry of the tool's own on 127.0.0.1, on a
 # stand-in base (distroless cannot be pulled here), then this machine's
 # binaries taken from the pulled image into bin/image: the end-to-end test
@@ -230,7 +235,7 @@ $(ACTIONLINT):
 	GOBIN=$(dir $@) $(GO) install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
 
 actionlint: $(ACTIONLINT)
-	$(ACTIONLINT) -color=never
+	$(ACTIONLINT) -no-color
 
 # The end-to-end test on a real control plane (integration/e2e/README.md):
 # Kong's autoscaling tutorial against the servers bins builds.

@@ -50,7 +50,9 @@ type Config struct {
 	ChartDir string
 	// ChartRepo is where the chart goes (oci://ghcr.io/kong-metrics-sidecar/charts).
 	ChartRepo string
-	// OutDir receives the SBOMs, the chart archive and the pushed references.
+	// OutDir receives the SBOMs (sbom-<os>-<arch>.cdx.json), the chart
+	// archive and the pushed references: image.txt (the index),
+	// image-<os>-<arch>.txt (each platform's image) and chart.txt.
 	OutDir string
 }
 
@@ -196,6 +198,11 @@ func writeSBOMs(idx v1.ImageIndex, cfg Config, baseName string) error {
 		}
 		if err := os.WriteFile(filepath.Join(cfg.OutDir, SBOMName(p)), data, 0o644); err != nil { //nolint:gosec // an SBOM is for everyone to read
 			return fmt.Errorf("writing the %s SBOM: %w", p, err)
+		}
+		// The platform image's own reference, for cosign attest of its SBOM.
+		ref := []byte(cfg.Image + "@" + d.Digest.String() + "\n")
+		if err := os.WriteFile(filepath.Join(cfg.OutDir, "image-"+p.OS+"-"+p.Architecture+".txt"), ref, 0o644); err != nil { //nolint:gosec // a reference is for everyone to read
+			return fmt.Errorf("writing the %s image's reference: %w", p, err)
 		}
 	}
 	return nil

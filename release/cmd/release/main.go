@@ -41,6 +41,7 @@ func main() {
 		cfg   publish.Config
 		epoch string
 		local string
+		notes string
 	)
 	flag.StringVar(&cfg.Version, "version", "", "release version, vMAJOR.MINOR.PATCH[-PRERELEASE] (required)")
 	flag.StringVar(&cfg.Revision, "revision", "", "the commit (required)")
@@ -53,11 +54,19 @@ func main() {
 	flag.StringVar(&cfg.ChartRepo, "chart-repo", "", "where to push the chart, oci://host/path (required unless -local)")
 	flag.StringVar(&cfg.OutDir, "out", "", "directory for the SBOMs, the chart archive, image.txt and chart.txt (required)")
 	flag.StringVar(&local, "local", "", "release into a registry of its own on a stand-in base and write this platform's binaries from the pulled image into this directory")
+	flag.StringVar(&notes, "notes-from", "", "write only the release notes: the section of this changelog (CHANGELOG.md) for -version, into -out/notes.md")
 	flag.Parse()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if notes != "" {
+		if err := writeNotes(notes, cfg.Version, cfg.OutDir); err != nil {
+			logger.Error("release notes", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
 	secs, err := strconv.ParseInt(epoch, 10, 64)
 	if err != nil {
 		logger.Error("bad -source-date-epoch", "value", epoch, "err", err)
@@ -120,6 +129,26 @@ func releaseLocally(ctx context.Context, cfg publish.Config, dir string, logger 
 	for name, path := range bins {
 		abs, _ := filepath.Abs(path)
 		logger.Info("binary from the pulled image", "name", name, "path", abs)
+	}
+	return nil
+}
+
+// writeNotes writes the section of the changelog file for version into
+// dir/notes.md.
+func writeNotes(changelog, version, dir string) error {
+	data, err := os.ReadFile(changelog)
+	if err != nil {
+		return fmt.Errorf("reading the changelog: %w", err)
+	}
+	text, err := publish.ReleaseNotes(data, version)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("making %s: %w", dir, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "notes.md"), []byte(text), 0o644); err != nil { //nolint:gosec // release notes are for everyone to read
+		return fmt.Errorf("writing the release notes: %w", err)
 	}
 	return nil
 }
