@@ -72,7 +72,7 @@ func TestRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFile(t, filepath.Join(dir, "out", "image.txt"), image+"@"+digest.String()+"\n")
-	files := checkIndex(t, idx, dir, base)
+	files := checkIndex(t, idx, dir, repo+"/kong-metrics-sidecar", base)
 	checkChart(t, host, image, files["linux/amd64"])
 
 	// The same commit again, into another directory: the same digests.
@@ -133,9 +133,9 @@ func makeRelease(t *testing.T, dir, repo, base string) {
 }
 
 // checkIndex checks the pulled index and each platform's image against the
-// binaries make release built in dir, and returns each platform's
+// binaries make release built in dir (repo is the image's repository), and returns each platform's
 // flattened file system by platform (linux/amd64).
-func checkIndex(t *testing.T, idx v1.ImageIndex, dir, base string) map[string]map[string]file {
+func checkIndex(t *testing.T, idx v1.ImageIndex, dir, repo, base string) map[string]map[string]file {
 	t.Helper()
 	m, err := idx.IndexManifest()
 	if err != nil {
@@ -167,6 +167,7 @@ func checkIndex(t *testing.T, idx v1.ImageIndex, dir, base string) map[string]ma
 		}
 		fss[p] = checkImage(t, img, *d.Platform, dir, base)
 		checkSBOM(t, filepath.Join(dir, "out", "sbom-"+d.Platform.OS+"-"+d.Platform.Architecture+".cdx.json"), d.Digest, filepath.Join(dir, d.Platform.OS+"_"+d.Platform.Architecture))
+		checkFile(t, filepath.Join(dir, "out", "image-"+d.Platform.OS+"-"+d.Platform.Architecture+".txt"), repo+"@"+d.Digest.String()+"\n")
 	}
 	if want := []string{"linux/amd64", "linux/arm64"}; !slices.Equal(platforms, want) {
 		t.Errorf("the index's platforms are %v, want %v", platforms, want)
