@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"testing"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 )
@@ -44,4 +45,32 @@ func ownBinaries(ctx context.Context) (map[string]string, error) {
 		bins[name] = path
 	}
 	return bins, nil
+}
+
+// TestOwnBinariesFromImage: with E2E_IMAGE_BIN_DIR set, the test runs the
+// binaries there, and a directory without them is an error, not a
+// silent fallback to go build.
+func TestOwnBinariesFromImage(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(imageBinDirEnv, dir)
+	if _, err := ownBinaries(t.Context()); err == nil {
+		t.Fatalf("ownBinaries with an empty %s: no error", imageBinDirEnv)
+	}
+	for _, name := range imageBinaries {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"), 0o755); err != nil { //nolint:gosec // a stand-in executable
+			t.Fatal(err)
+		}
+	}
+	bins, err := ownBinaries(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range imageBinaries {
+		if got, want := bins[name], filepath.Join(dir, name); got != want {
+			t.Errorf("%s: %s, want %s", name, got, want)
+		}
+	}
+	if bins["kong-simulator"] == "" {
+		t.Error("no kong-simulator: it is never in the image and must still be built")
+	}
 }
