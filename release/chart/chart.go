@@ -95,8 +95,8 @@ func fixTimes(tgz []byte, created time.Time) ([]byte, error) {
 	}
 	var out bytes.Buffer
 	zw := gzip.NewWriter(&out)
-	zw.Header.Extra = zr.Header.Extra // Helm's mark
-	zw.Header.Comment = zr.Header.Comment
+	zw.Extra = zr.Extra // Helm's mark
+	zw.Comment = zr.Comment
 	tr := tar.NewReader(zr)
 	tw := tar.NewWriter(zw)
 	mtime := created.UTC().Truncate(time.Second)
