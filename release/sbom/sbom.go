@@ -220,11 +220,19 @@ func golangPURL(path, version string) string {
 	return "pkg:golang/" + path + "@" + url.PathEscape(version)
 }
 
-// ociPURL is the package URL of an image: pkg:oci/<name>@<digest>?arch=…&repository_url=….
-func ociPURL(repository, digest, arch string) string {
+// ociPURL is the package URL of an image, given as repository[:tag]:
+// pkg:oci/<name>@sha256%3A<hex>?arch=…&repository_url=…[&tag=…].
+func ociPURL(image, digest, arch string) string {
+	repository, tag := image, ""
+	if i := strings.LastIndexByte(image, ':'); i > strings.LastIndexByte(image, '/') {
+		repository, tag = image[:i], image[i+1:]
+	}
 	name := repository[strings.LastIndexByte(repository, '/')+1:]
 	q := url.Values{"arch": {arch}, "repository_url": {repository}}
-	return "pkg:oci/" + name + "@" + url.PathEscape(digest) + "?" + q.Encode()
+	if tag != "" {
+		q.Set("tag", tag)
+	}
+	return "pkg:oci/" + name + "@" + strings.ReplaceAll(digest, ":", "%3A") + "?" + q.Encode()
 }
 
 // JSON returns the document, indented, with a final newline.
