@@ -10,7 +10,8 @@ BUILD_DATE ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d-
 # The version variables as the Prometheus projects stamp them; -version
 # prints them and *_build_info carries them.
 VERSION_PKG := github.com/prometheus/common/version
-# The same flags as the Dockerfile: static, reproducible, stamped.
+# The flags of every build, the release's too (release-bins): static,
+# reproducible, stamped.
 LDFLAGS  := -s -w -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Revision=$(REVISION) -X $(VERSION_PKG).Branch=$(BRANCH) -X $(VERSION_PKG).BuildUser=$(BUILD_USER) -X $(VERSION_PKG).BuildDate=$(BUILD_DATE)
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 FUZZTIME ?= 10s
@@ -18,14 +19,15 @@ FUZZTIME ?= 10s
 # The modules of the repository: the main one, the three test modules that
 # keep heavy dependencies out of it, and those that build third-party
 # servers for the tests (scripts/build-test-bins.sh).
-OWN_MODULES := . manifests/test charts/test integration/e2e
+OWN_MODULES := . manifests/test charts/test integration/e2e release
 BIN_MODULES := integration/e2e/bins/etcd integration/e2e/bins/kubernetes integration/e2e/bins/prometheus integration/e2e/bins/prometheus-operator integration/e2e/bins/keda
 
 # Where the project caches what it builds for its tests.
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kong-metrics-sidecar
 
 .PHONY: all build demo test check fmt vet lint lint-bins tidy-check test-unit test-short \
-	fuzz-short fuzz soak bench clean bins prometheus-bin test-manifests test-chart image e2e dashboard-png
+	fuzz-short fuzz soak bench clean bins prometheus-bin test-manifests test-chart e2e dashboard-png \
+	release-bins release release-notes image-bins test-release actionlint
 
 all: build
 
@@ -42,7 +44,7 @@ demo: build
 # in parallel), a short fuzz run of each fuzz target, the manifests, and
 # the end-to-end test. Each target names what it needs, so make -j test
 # builds the test binaries before the tests that run them.
-test: fmt vet lint lint-bins tidy-check test-unit fuzz-short test-manifests test-chart e2e
+test: fmt vet lint lint-bins tidy-check actionlint test-unit fuzz-short test-manifests test-chart test-release e2e
 
 # A contributor's inner loop: format, vet, lint, tidiness and the unit tests,
 # without the real servers (no Prometheus, no control plane to build).
@@ -171,30 +173,74 @@ dashboard-png: prometheus-bin
 test-chart: bins
 	$(call with-bins,bin/test-bins.env) cd charts/test && $(GO) test -count=1 ./...
 
-# The image (both binaries), with docker or podman, whichever has a working
-# engine. Set IMAGE to change the name; VERSION, REVISION, BRANCH, BUILD_USER
-# and BUILD_DATE are stamped.
-IMAGE ?= ghcr.io/kong-metrics-sidecar/kong-metrics-sidecar:$(VERSION)
+# The release (docs/versioning.md): one build, the same here and in the
+# release workflow (.github/workflows/release.yml). release-bins builds both
+# binaries for each platform with $(BUILD), the flags of make build, into
+# $(RELEASE_DIR)/<os>_<arch>/; release (the release module's cmd/release,
+# with go-containerregistry and Helm as libraries, no container daemon)
+# puts them on the base image, pinned by digest, as a two-platform OCI
+# index, pushes it as $(REGISTRY)/kong-metrics-sidecar:$(VERSION), writes
+# an SBOM per platform image, and pushes the chart (version and appVersion
+# $(VERSION)) to oci://$(REGISTRY)/charts/kong-metrics-sidecar. Every time
+# in them is the commit's (SOURCE_DATE_EPOCH), so a rebuild of a commit
+# gives the same digests. Credentials: docker login (or helm registry login).
+#   make release VERSION=v0.2.0 REGISTRY=registry.example.com/team
+RELEASE_DIR ?= bin/release
+RELEASE_PLATFORMS := linux/amd64 linux/arm64
+REGISTRY ?= ghcr.io/kong-metrics-sidecar
+# gcr.io/distroless/static:nonroot, pinned: update the digest on purpose
+# (docs/versioning.md says how), never by pulling a moving tag.
+BASE_IMAGE ?= gcr.io/distroless/static:nonroot@sha256:e2e927ec666bae08560abb3c55d0659eceabb657f56b6782ab500a9fc7f555e3
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+SOURCE_URL ?= https://github.com/kong-metrics-sidecar/kong-metrics-sidecar
+# $(call RELEASE_TOOL,VERSION,DIR): cmd/release on the binaries in DIR.
+RELEASE_TOOL = cd release && $(GO) run ./cmd/release -version $(1) -revision $(REVISION) \
+	-source-date-epoch $(SOURCE_DATE_EPOCH) -source $(SOURCE_URL) -bin-dir $(abspath $(2)) \
+	-chart-dir $(CURDIR)/charts/kong-metrics-sidecar -out $(abspath $(2))/out
 
-image:
-	@engine=""; tried=""; \
-	for e in docker podman; do \
-		if ! command -v $$e >/dev/null 2>&1; then tried="$$tried\n  $$e: not installed"; continue; fi; \
-		if err=$$($$e info 2>&1 >/dev/null); then engine=$$e; break; fi; \
-		tried="$$tried\n  $$e: installed, but '$$e info' fails: $$(printf '%s' "$$err" | tail -n 1)"; \
-	done; \
-	if [ -z "$$engine" ]; then \
-		printf 'make image: no container engine that can build here:%b\n' "$$tried" >&2; \
-		printf 'Start the Docker daemon (or install podman) and run make image again.\n' >&2; \
-		exit 1; \
-	fi; \
-	echo "make image: building $(IMAGE) with $$engine"; \
-	$$engine build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) --build-arg BRANCH=$(BRANCH) --build-arg BUILD_USER=$(BUILD_USER) --build-arg BUILD_DATE=$(BUILD_DATE) -t $(IMAGE) .
+release-bins:
+	@set -e; for p in $(RELEASE_PLATFORMS); do os=$${p%/*}; arch=$${p#*/}; \
+		echo "release-bins: $$p"; \
+		GOOS=$$os GOARCH=$$arch $(BUILD) -o $(RELEASE_DIR)/$${os}_$${arch}/ ./cmd/kong-metrics-sidecar ./cmd/kong-metrics-injector; \
+	done
+
+release: release-bins
+	$(call RELEASE_TOOL,$(VERSION),$(RELEASE_DIR)) -base $(BASE_IMAGE) -image $(REGISTRY)/kong-metrics-sidecar -chart-repo oci://$(REGISTRY)/charts
+
+# The changelog's section for $(VERSION), the GitHub release's text, into
+# $(RELEASE_DIR)/out/notes.md; fails when CHANGELOG.md has none.
+release-notes:
+	cd release && $(GO) run ./cmd/release -version $(VERSION) -notes-from $(CURDIR)/CHANGELOG.md -out $(abspath $(RELEASE_DIR))/out
+
+# The same release into a registry of the tool's own on 127.0.0.1, on a
+# stand-in base (distroless cannot be pulled here), then this machine's
+# binaries taken from the pulled image into bin/image: the end-to-end test
+# runs those. Its version is v0.0.0-local (a chart needs SemVer); the
+# binaries keep the stamp of $(VERSION).
+image-bins:
+	$(MAKE) --no-print-directory release-bins RELEASE_DIR=bin/image-release
+	$(call RELEASE_TOOL,v0.0.0-local,bin/image-release) -local $(CURDIR)/bin/image
+
+# The release test (release/release_test.go): make release into an
+# in-process registry on 127.0.0.1, pulled back and checked, twice.
+test-release:
+	cd release && $(GO) test -count=1 -timeout 15m ./...
+
+# actionlint checks every workflow under .github/workflows; built once into
+# the cache from its Go module, as golangci-lint is.
+ACTIONLINT_VERSION := v1.7.12
+ACTIONLINT := $(CACHE)/tools/actionlint-$(ACTIONLINT_VERSION)/actionlint
+
+$(ACTIONLINT):
+	GOBIN=$(dir $@) $(GO) install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+
+actionlint: $(ACTIONLINT)
+	$(ACTIONLINT) -no-color
 
 # The end-to-end test on a real control plane (integration/e2e/README.md):
 # Kong's autoscaling tutorial against the servers bins builds.
-e2e: bins
-	$(call with-bins,bin/test-bins.env) cd integration/e2e && $(GO) test -count=1 -v -timeout 25m ./...
+e2e: bins image-bins
+	$(call with-bins,bin/test-bins.env) export E2E_IMAGE_BIN_DIR=$(CURDIR)/bin/image && cd integration/e2e && $(GO) test -count=1 -v -timeout 25m ./...
 
 # The scale scenario (integration/e2e/scale_test.go, docs/performance.md):
 # the tutorial's HPA with 20 Kong pods, Prometheus sharded (2 shards × 2

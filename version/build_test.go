@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,8 +22,8 @@ const (
 	versionPkg = "github.com/prometheus/common/version"
 )
 
-// stamps are the test's values of the build's variables: the make variable
-// and Dockerfile argument, the github.com/prometheus/common/version variable
+// stamps are the test's values of the build's variables: the make variable,
+// the github.com/prometheus/common/version variable
 // it sets, and the value.
 var stamps = []struct{ arg, variable, value string }{
 	{"VERSION", "Version", "v9.9.9-test"},
@@ -219,57 +218,5 @@ func checkStatic(t *testing.T, path string) {
 	libs, err := f.ImportedLibraries()
 	if err != nil || len(libs) > 0 {
 		t.Errorf("%s: needs shared libraries %v (%v)", filepath.Base(path), libs, err)
-	}
-}
-
-// TestDockerfileUsesMakeBuildFlags: the image is built with the flags of
-// `make build`: CGO_ENABLED=0, -trimpath and the same -ldflags.
-func TestDockerfileUsesMakeBuildFlags(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dockerfile := strings.ReplaceAll(string(data), "\\\n", " ")
-	var run string
-	for l := range strings.Lines(dockerfile) {
-		if strings.HasPrefix(strings.TrimSpace(l), "RUN ") && strings.Contains(l, " go build ") {
-			if run != "" {
-				t.Fatal("the Dockerfile has more than one RUN with go build")
-			}
-			var oldnew []string
-			for _, s := range stamps {
-				oldnew = append(oldnew, "${"+s.arg+"}", s.value)
-			}
-			run = strings.NewReplacer(oldnew...).Replace(l)
-		}
-	}
-	if run == "" {
-		t.Fatal("the Dockerfile has no RUN with go build")
-	}
-	makeLine := makeBuild(t)
-
-	ldflags := func(what, line string) string {
-		t.Helper()
-		m := regexp.MustCompile(`-ldflags (?:'([^']*)'|"([^"]*)")`).FindStringSubmatch(line)
-		if m == nil {
-			t.Fatalf("%s has no -ldflags: %s", what, line)
-		}
-		return m[1] + m[2]
-	}
-	want := ldflags("make build", makeLine)
-	if got := ldflags("the Dockerfile", run); got != want {
-		t.Errorf("the Dockerfile's -ldflags %q, make build's %q", got, want)
-	}
-	for _, s := range stamps {
-		if x := "-X " + versionPkg + "." + s.variable + "=" + s.value; !strings.Contains(want, x) {
-			t.Errorf("make build's -ldflags %q lack %q", want, x)
-		}
-	}
-	for _, flag := range []string{"CGO_ENABLED=0 ", " -trimpath "} {
-		for what, line := range map[string]string{"make build": makeLine, "the Dockerfile": run} {
-			if !strings.Contains(line+" ", flag) {
-				t.Errorf("%s does not build with %q: %s", what, strings.TrimSpace(flag), line)
-			}
-		}
 	}
 }

@@ -8,6 +8,7 @@
 // print it with version.Print for -version, and export it as
 // kong_metrics_sidecar_build_info and kong_metrics_injector_build_info with
 // client_golang's version collector. This package's test checks that
-// make build and the Dockerfile build both programs static and stamped
-// that way, with the same flags.
+// make build builds both programs static and stamped that way; the
+// release image is built with the same $(BUILD) line (make release-bins),
+// and release/release_test.go checks the binaries in it.
 package version

@@ -58,7 +58,7 @@ func startTestbed(ctx context.Context, t *testing.T, modules ...string) *testbed
 		t.Fatal(err)
 	}
 	tb.crds = append(tb.crds, gw...)
-	if tb.own, err = harness.Binaries(ctx); err != nil {
+	if tb.own, err = ownBinaries(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return tb
