@@ -111,7 +111,14 @@ func TestChartOnAPIServer(t *testing.T) {
 
 	vol := &secretVolume{dir: t.TempDir()}
 	vol.write(t, tlsSecret)
-	injector := startInjector(ctx, t, c.Client, own["kong-metrics-injector"], injectorAddr, vol.dir, caBundle)
+	// The route mapping reaches the API server as the chart's
+	// ServiceAccount, so that the chart's RBAC is what allows it.
+	kubeconfig, err := c.Kubeconfig("injector", "system:serviceaccount:"+releaseNamespace+":"+releaseName,
+		[]string{"system:serviceaccounts", "system:serviceaccounts:" + releaseNamespace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	injector := startInjector(ctx, t, c.Client, own["kong-metrics-injector"], injectorAddr, vol.dir, kubeconfig, caBundle)
 	t.Cleanup(func() { injector.Stop(10 * time.Second) })
 
 	if pod := createKongPod(ctx, t, c.Client, "kong-installed"); !hasSidecar(pod) {
@@ -340,9 +347,10 @@ func storedTLSSecret(ctx context.Context, t *testing.T, client kubernetes.Interf
 }
 
 // startInjector runs the injector as the stored Deployment configures it,
-// with its certificate from dir, and waits until it serves a certificate
-// that caBundle trusts.
-func startInjector(ctx context.Context, t *testing.T, client kubernetes.Interface, bin, addr, dir string, caBundle []byte) *harness.Process {
+// with its certificate from dir and its API access (the route mapping)
+// from kubeconfig, and waits until it serves a certificate that caBundle
+// trusts.
+func startInjector(ctx context.Context, t *testing.T, client kubernetes.Interface, bin, addr, dir, kubeconfig string, caBundle []byte) *harness.Process {
 	t.Helper()
 	d, err := client.AppsV1().Deployments(releaseNamespace).Get(ctx, releaseName, metav1.GetOptions{})
 	if err != nil {
@@ -353,6 +361,7 @@ func startInjector(ctx context.Context, t *testing.T, client kubernetes.Interfac
 		"INJECTOR_TLS_CERT_FILE=" + filepath.Join(dir, "tls.crt"),
 		"INJECTOR_TLS_KEY_FILE=" + filepath.Join(dir, "tls.key"),
 		"INJECTOR_METRICS_ADDR=127.0.0.1:0",
+		"INJECTOR_KUBECONFIG=" + kubeconfig,
 	}
 	env = append(env, injectorEnv(d)...)
 	if bin == "" {
