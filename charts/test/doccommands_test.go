@@ -23,7 +23,7 @@ var repoRoot = filepath.Join("..", "..")
 
 // installDocs are the documents whose commands install something: each
 // command in them must work against the chart and manifests as they are.
-var installDocs = []string{"README.md", filepath.Join("docs", "install.md")}
+var installDocs = []string{"README.md", filepath.Join("docs", "install.md"), filepath.Join("docs", "keda.md")}
 
 // docCommand is one shell command a document tells its reader to run.
 type docCommand struct {
@@ -432,12 +432,12 @@ func TestDocCommands(t *testing.T) {
 			}
 			installs := 0
 			for _, c := range cmds {
-				if len(c.args) > 2 && c.args[0] == "helm" && (c.args[1] == "install" || slices.Contains(c.args, "--install")) {
+				if len(c.args) > 3 && c.args[0] == "helm" && (c.args[1] == "install" || c.args[1] == "upgrade") {
 					installs++
 				}
 			}
 			if installs == 0 {
-				t.Fatalf("%s: no helm install found among %d commands: is the extraction broken?", doc, len(cmds))
+				t.Fatalf("%s: no helm install or upgrade found among %d commands: is the extraction broken?", doc, len(cmds))
 			}
 			for _, c := range cmds {
 				t.Logf("line %d: %s", c.line, c)
