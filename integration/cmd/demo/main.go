@@ -119,7 +119,7 @@ func readPages(ctx context.Context, sidecarAddr string) (pages, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return p, fmt.Errorf("Kong's page and the sidecar's never showed the same kong_upstream_latency_ms values:\n%s\n%s", p.kong, p.sidecar)
+	return p, fmt.Errorf("the sidecar's page and Kong's never showed the same kong_upstream_latency_ms values:\n%s\n%s", p.kong, p.sidecar)
 }
 
 func mustAddr() string {

@@ -71,7 +71,7 @@ func writeReport(w io.Writer, p pages) error {
 		}
 	}
 	if pairs == 0 {
-		return fmt.Errorf("Kong's page has no kong_upstream_latency_ms series for kong.command.80:\n%s", p.kong)
+		return fmt.Errorf("no kong_upstream_latency_ms series for kong.command.80 on Kong's page:\n%s", p.kong)
 	}
 	fmt.Fprintln(w, "   Kong's label service is now kong_service; added: kubernetes_namespace, kubernetes_name,")
 	fmt.Fprintln(w, "   kubernetes_kind, exported_namespace, exported_service. The value is Kong's, byte for byte.")
