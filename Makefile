@@ -35,7 +35,8 @@ build:
 	$(BUILD) -o bin/ ./cmd/... ./integration/cmd/...
 
 # The main job on a built-in default: Kong simulator + sidecar + the
-# tutorial's traffic, printing the enriched series and the mean latency.
+# tutorial's traffic, printing Kong's series beside the sidecar's, the
+# series dropped by reason and what the tutorial's HPA would read.
 demo: build
 	bin/demo -bin bin
 

@@ -33,7 +33,7 @@ type flagDef struct {
 // flagDefs are the flags, in the order of Kong's CRD, with the Kong
 // families each keeps. This is the one table of them: Flags, Family.String,
 // FamilyNames and the rewriter's families come from it, config decodes
-// spec.config by it, and a test checks the README's table against it.
+// spec.config by it, and a test checks docs/reference.md's table against it.
 var flagDefs = [...]flagDef{
 	{Latency, "latency", []family{
 		{name: "kong_upstream_latency_ms", keyLabel: "service", histogram: true},
