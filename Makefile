@@ -180,7 +180,7 @@ test-chart: bins
 # changing the chart; test-chart fails while a checked-in file is stale.
 .PHONY: manifests
 manifests:
-	cd charts/test && $(GO) run ./cmd/gen-manifests -chart ../kong-metrics-sidecar -out ../../manifests
+	cd charts/test && $(GO) run ./cmd/gen-manifests -chart $(CURDIR)/charts/kong-metrics-sidecar -out $(CURDIR)/manifests
 
 # The release (docs/versioning.md): one build, the same here and in the
 # release workflow (.github/workflows/release.yml). release-bins builds both
