@@ -9,26 +9,27 @@
 // taken out: Helm's labels (the chart, managed-by, instance, version),
 // wherever labels are, and the image tag of the injector's Deployment,
 // which manifests/injector/kustomization.yaml sets (images:) and copies into
-// INJECTOR_SIDECAR_IMAGE (replacements:). The templates' comments stay.
+// INJECTOR_SIDECAR_IMAGE (replacements:). The rest is Helm's rendering as
+// it is, line for line: the templates' comments, layout and quoting stay.
 package manifestgen
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
+	"go.yaml.in/yaml/v3"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
-	kyaml "sigs.k8s.io/kustomize/kyaml/yaml"
 )
 
 // ChartPath is the chart, relative to the repository's root.
@@ -61,14 +62,19 @@ var helmLabels = []string{
 // target is one rendering of the chart and the files made from it: the
 // objects of template (of kind, when it is set) go to file path (under
 // manifests/), in the order the template renders them. Every object of a
-// template named here goes to a file.
+// template named here goes to a file. A file with ruleFile set holds the
+// groups of the one PrometheusRule of template as a plain Prometheus rule
+// file instead, beside the object's own file.
 type target struct {
 	values      string
 	apiVersions []string
 	files       []file
 }
 
-type file struct{ template, kind, path string }
+type file struct {
+	template, kind, path string
+	ruleFile             bool
+}
 
 // targets are the kustomize installs the chart renders.
 var targets = []target{
@@ -78,13 +84,13 @@ var targets = []target{
 		// chart's (helm install --create-namespace makes it).
 		values: "fullnameOverride: kong-metrics-injector\ncertManager:\n  enabled: true\n",
 		files: []file{
-			{"serviceaccount.yaml", "", "injector/serviceaccount.yaml"},
-			{"rbac.yaml", "", "injector/rbac.yaml"},
-			{"certmanager.yaml", "", "injector/certificates.yaml"},
-			{"deployment.yaml", "", "injector/deployment.yaml"},
-			{"poddisruptionbudget.yaml", "", "injector/poddisruptionbudget.yaml"},
-			{"service.yaml", "", "injector/service.yaml"},
-			{"webhook.yaml", "", "injector/mutatingwebhookconfiguration.yaml"},
+			{template: "serviceaccount.yaml", path: "injector/serviceaccount.yaml"},
+			{template: "rbac.yaml", path: "injector/rbac.yaml"},
+			{template: "certmanager.yaml", path: "injector/certificates.yaml"},
+			{template: "deployment.yaml", path: "injector/deployment.yaml"},
+			{template: "poddisruptionbudget.yaml", path: "injector/poddisruptionbudget.yaml"},
+			{template: "service.yaml", path: "injector/service.yaml"},
+			{template: "webhook.yaml", path: "injector/mutatingwebhookconfiguration.yaml"},
 		},
 	},
 	{
@@ -94,26 +100,29 @@ var targets = []target{
 		// prometheus, as Kong's tutorial installs it).
 		values:      "serviceMonitor:\n  enabled: true\n  labels:\n    release: prometheus\n",
 		apiVersions: []string{monitoringAPI},
-		files: []file{{"servicemonitor.yaml", "Service", "monitoring/servicemonitor/service.yaml"},
-			{"servicemonitor.yaml", "ServiceMonitor", "monitoring/servicemonitor/servicemonitor.yaml"},
+		files: []file{{template: "servicemonitor.yaml", kind: "Service", path: "monitoring/servicemonitor/service.yaml"},
+			{template: "servicemonitor.yaml", kind: "ServiceMonitor", path: "monitoring/servicemonitor/servicemonitor.yaml"},
 		},
 	},
 	{
 		values:      "podMonitor:\n  enabled: true\n  labels:\n    release: prometheus\n",
 		apiVersions: []string{monitoringAPI},
-		files:       []file{{"podmonitor.yaml", "", "monitoring/podmonitor/podmonitor.yaml"}},
+		files:       []file{{template: "podmonitor.yaml", path: "monitoring/podmonitor/podmonitor.yaml"}},
 	},
 	{
 		values:      "kongPageMonitor:\n  enabled: true\n  labels:\n    release: prometheus\n",
 		apiVersions: []string{monitoringAPI},
-		files:       []file{{"kongpage-podmonitor.yaml", "", "monitoring/kong-page/podmonitor/podmonitor.yaml"}},
+		files:       []file{{template: "kongpage-podmonitor.yaml", path: "monitoring/kong-page/podmonitor/podmonitor.yaml"}},
 	},
 	{
 		// manifests/alerts: the chart's defaults, in the tutorial's
 		// kube-prometheus-stack namespace with its ruleSelector's label.
 		values:      "prometheusRule:\n  enabled: true\n  namespace: prometheus\n  labels:\n    release: prometheus\n",
 		apiVersions: []string{monitoringAPI},
-		files:       []file{{"prometheusrule.yaml", "", "alerts/prometheusrule.yaml"}},
+		files: []file{
+			{template: "prometheusrule.yaml", path: "alerts/prometheusrule.yaml"},
+			{template: "prometheusrule.yaml", kind: "PrometheusRule", path: "alerts/kong-metrics-sidecar.rules.yaml", ruleFile: true},
+		},
 	},
 }
 
@@ -143,7 +152,9 @@ func Generate(chartDir string) (map[string][]byte, error) {
 				return nil, fmt.Errorf("%s from %s: %w", f.path, name, err)
 			}
 			out[f.path] = data
-			placed[f.template] += n
+			if !f.ruleFile {
+				placed[f.template] += n
+			}
 		}
 		for template, n := range placed {
 			docs, err := documents(rendered[c.Name()+"/templates/"+template])
@@ -181,16 +192,17 @@ func render(c *chart.Chart, tg target) (map[string]string, error) {
 }
 
 // kustomizeFile turns one template's rendering into the file: the header,
-// then each object without Helm's labels (and, for the Deployment, without
-// the image's tag), comments kept.
+// then each object's text as Helm rendered it (its comments, layout and
+// quoting), less the lines of Helm's labels and with the Deployment's image
+// untagged.
 func kustomizeFile(c *chart.Chart, f file, tg target, text string) ([]byte, int, error) {
 	all, err := documents(text)
 	if err != nil {
 		return nil, 0, err
 	}
-	var docs []*kyaml.Node
+	var docs []document
 	for _, d := range all {
-		if f.kind == "" || kind(d.Content[0]) == f.kind {
+		if f.kind == "" || mapValue(d.obj, "kind").Value == f.kind {
 			docs = append(docs, d)
 		}
 	}
@@ -203,63 +215,132 @@ func kustomizeFile(c *chart.Chart, f file, tg target, text string) ([]byte, int,
 		fmt.Fprintf(&b, "#   %s\n", line)
 	}
 	b.WriteString("# Change the chart, then run make manifests (manifests/README.md).\n")
-	for i, doc := range docs {
-		obj := doc.Content[0]
-		dropHelmLabels(obj)
-		if kind(obj) == "Deployment" {
-			if err := untagImage(obj, c.Metadata.AppVersion); err != nil {
+	if f.ruleFile {
+		if err := writeRuleFile(&b, docs); err != nil {
+			return nil, 0, err
+		}
+		return b.Bytes(), len(docs), nil
+	}
+	for i, d := range docs {
+		drop := map[int]bool{}
+		if err := helmLabelLines(d.obj, drop); err != nil {
+			return nil, 0, err
+		}
+		if mapValue(d.obj, "kind").Value == "Deployment" {
+			if err := untagImage(d, c.Metadata.AppVersion); err != nil {
 				return nil, 0, err
 			}
 		}
 		if i > 0 {
 			b.WriteString("---\n")
 		}
-		enc := kyaml.NewEncoder(&b) // two spaces, sequences not indented, as the chart writes them
-		if err := enc.Encode(doc); err != nil {
-			return nil, 0, err
-		}
-		if err := enc.Close(); err != nil {
-			return nil, 0, err
+		for n, line := range d.lines {
+			if !drop[n+1] {
+				b.WriteString(line + "\n")
+			}
 		}
 	}
 	return b.Bytes(), len(docs), nil
 }
 
-// documents parses each non-empty YAML document of text, comments kept.
-func documents(text string) ([]*kyaml.Node, error) {
-	dec := kyaml.NewDecoder(strings.NewReader(text))
-	var docs []*kyaml.Node
-	for {
-		var doc kyaml.Node
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			return docs, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("parsing the rendering: %w", err)
-		}
-		switch {
-		case len(doc.Content) == 1 && doc.Content[0].Kind == kyaml.MappingNode:
-			docs = append(docs, &doc)
-		case len(doc.Content) == 0, doc.Content[0].Tag == "!!null":
-			// Nothing (or comments alone) after a template's last "---".
-		default:
-			return nil, fmt.Errorf("a document that is not an object:\n%s", text)
-		}
+// writeRuleFile writes the groups of the one PrometheusRule in docs as a
+// Prometheus rule file: its spec.groups, as rendered, one level less
+// indented.
+func writeRuleFile(b *bytes.Buffer, docs []document) error {
+	if len(docs) != 1 {
+		return fmt.Errorf("%d PrometheusRules rendered, want one", len(docs))
 	}
+	d := docs[0]
+	key := mapKey(mapValue(d.obj, "spec"), "groups")
+	if key == nil {
+		return errors.New("the PrometheusRule has no spec.groups")
+	}
+	indent := strings.Repeat(" ", key.Column-1)
+	b.WriteString("# The groups of the PrometheusRule in prometheusrule.yaml as a plain\n" +
+		"# Prometheus rule file (rule_files:), for a Prometheus without Prometheus\n" +
+		"# Operator. manifests/test runs promtool check rules and promtool test\n" +
+		"# rules (kong-metrics-sidecar.rules.test.yaml) on it. docs/runbooks.md\n" +
+		"# has one section per alert.\n")
+	for _, line := range d.lines[key.Line-1:] {
+		if line == "" {
+			b.WriteString("\n")
+			continue
+		}
+		rest, ok := strings.CutPrefix(line, indent)
+		if !ok {
+			return fmt.Errorf("spec.groups is not the PrometheusRule's last field: %q follows it", line)
+		}
+		b.WriteString(rest + "\n")
+	}
+	return nil
 }
 
-// kind is an object's kind.
-func kind(obj *kyaml.Node) string {
-	if v := mapValue(obj, "kind"); v != nil {
-		return v.Value
+// document is one object of a template's rendering: its lines as Helm
+// rendered them, and the object parsed from them (whose line numbers,
+// from 1, are those of lines).
+type document struct {
+	lines []string
+	obj   *yaml.Node
+}
+
+// documents splits text at its "---" lines and parses each part that holds
+// an object; parts with nothing or comments alone are left out.
+func documents(text string) ([]document, error) {
+	var docs []document
+	var part []string
+	flush := func() error {
+		for len(part) > 0 && strings.TrimSpace(part[0]) == "" {
+			part = part[1:]
+		}
+		for len(part) > 0 && strings.TrimSpace(part[len(part)-1]) == "" {
+			part = part[:len(part)-1]
+		}
+		lines := part
+		part = nil
+		var n yaml.Node
+		if err := yaml.Unmarshal([]byte(strings.Join(lines, "\n")), &n); err != nil {
+			return fmt.Errorf("parsing the rendering: %w", err)
+		}
+		switch {
+		case len(n.Content) == 0 || n.Content[0].Tag == "!!null":
+			return nil // comments alone
+		case n.Content[0].Kind != yaml.MappingNode || mapValue(n.Content[0], "kind") == nil:
+			return fmt.Errorf("a document that is not an object:\n%s", strings.Join(lines, "\n"))
+		}
+		docs = append(docs, document{lines: lines, obj: n.Content[0]})
+		return nil
 	}
-	return ""
+	for _, line := range strings.Split(text, "\n") {
+		if strings.TrimRight(line, " \t") == "---" {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		part = append(part, line)
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	return docs, nil
+}
+
+// mapKey is the key node of key in mapping m, or nil.
+func mapKey(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i]
+		}
+	}
+	return nil
 }
 
 // mapValue is the value of key in mapping m, or nil.
-func mapValue(m *kyaml.Node, key string) *kyaml.Node {
-	if m == nil || m.Kind != kyaml.MappingNode {
+func mapValue(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
 		return nil
 	}
 	for i := 0; i+1 < len(m.Content); i += 2 {
@@ -270,39 +351,52 @@ func mapValue(m *kyaml.Node, key string) *kyaml.Node {
 	return nil
 }
 
-// dropHelmLabels deletes helmLabels from every mapping held under a key
-// that holds labels (labels, matchLabels, a Service's selector), anywhere
-// in n.
-func dropHelmLabels(n *kyaml.Node) {
+// helmLabelLines adds to drop the line of each of helmLabels in a mapping
+// held under a key that holds labels (labels, matchLabels, a Service's
+// selector), anywhere in n. Each must be a key and a value on one line.
+func helmLabelLines(n *yaml.Node, drop map[int]bool) error {
 	switch n.Kind {
-	case kyaml.MappingNode:
+	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i].Value, n.Content[i+1]
-			if v.Kind == kyaml.MappingNode && (k == "labels" || k == "matchLabels" || k == "selector") {
-				kept := v.Content[:0]
+			if v.Kind == yaml.MappingNode && (k == "labels" || k == "matchLabels" || k == "selector") {
+				kept := 0
 				for j := 0; j+1 < len(v.Content); j += 2 {
-					if !slices.Contains(helmLabels, v.Content[j].Value) {
-						kept = append(kept, v.Content[j], v.Content[j+1])
+					lk, lv := v.Content[j], v.Content[j+1]
+					if !slices.Contains(helmLabels, lk.Value) {
+						kept++
+						continue
 					}
+					if lv.Kind != yaml.ScalarNode || lv.Line != lk.Line || lv.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+						return fmt.Errorf("label %s at line %d is not one line", lk.Value, lk.Line)
+					}
+					drop[lk.Line] = true
 				}
-				v.Content = kept
+				if kept == 0 {
+					return fmt.Errorf("%s at line %d holds only Helm's labels", k, n.Content[i].Line)
+				}
 			}
-			dropHelmLabels(v)
+			if err := helmLabelLines(v, drop); err != nil {
+				return err
+			}
 		}
-	case kyaml.SequenceNode, kyaml.DocumentNode:
+	case yaml.SequenceNode:
 		for _, c := range n.Content {
-			dropHelmLabels(c)
+			if err := helmLabelLines(c, drop); err != nil {
+				return err
+			}
 		}
 	}
+	return nil
 }
 
 // untagImage takes the chart's tag (its appVersion) off the injector's
-// image and INJECTOR_SIDECAR_IMAGE: kustomization.yaml sets the tag
-// (images:) and copies the injector's image into the variable
+// image and INJECTOR_SIDECAR_IMAGE, in d's lines: kustomization.yaml sets
+// the tag (images:) and copies the injector's image into the variable
 // (replacements:), in that one place.
-func untagImage(deployment *kyaml.Node, appVersion string) error {
-	containers := mapValue(mapValue(mapValue(mapValue(deployment, "spec"), "template"), "spec"), "containers")
-	if containers == nil || containers.Kind != kyaml.SequenceNode {
+func untagImage(d document, appVersion string) error {
+	containers := mapValue(mapValue(mapValue(mapValue(d.obj, "spec"), "template"), "spec"), "containers")
+	if containers == nil || containers.Kind != yaml.SequenceNode {
 		return errors.New("the Deployment has no containers")
 	}
 	for _, c := range containers.Content {
@@ -311,25 +405,43 @@ func untagImage(deployment *kyaml.Node, appVersion string) error {
 		}
 		image := mapValue(c, "image")
 		if image == nil || !strings.HasSuffix(image.Value, ":"+appVersion) {
-			return fmt.Errorf("the injector's image %v is not tagged with the chart's appVersion %s", image, appVersion)
+			return fmt.Errorf("the injector's image is not tagged with the chart's appVersion %s", appVersion)
 		}
 		repository := strings.TrimSuffix(image.Value, ":"+appVersion)
-		image.Value = repository
-		image.LineComment = "# the tag: kustomization.yaml (images:)"
+		if err := replaceScalar(d, image, repository, "the tag: kustomization.yaml (images:)"); err != nil {
+			return err
+		}
 		for _, e := range mapValue(c, "env").Content {
 			if n := mapValue(e, "name"); n != nil && n.Value == "INJECTOR_SIDECAR_IMAGE" {
 				v := mapValue(e, "value")
-				if v == nil || v.Value != repository+":"+appVersion {
-					return fmt.Errorf("INJECTOR_SIDECAR_IMAGE is %v, not the injector's image", v)
+				if v == nil || v.Value != image.Value {
+					return errors.New("INJECTOR_SIDECAR_IMAGE is not the injector's image")
 				}
-				v.Value = repository
-				v.LineComment = "# the image above (kustomization.yaml, replacements:)"
-				return nil
+				return replaceScalar(d, v, repository, "the image above (kustomization.yaml, replacements:)")
 			}
 		}
 		return errors.New("the injector has no INJECTOR_SIDECAR_IMAGE")
 	}
 	return errors.New("the Deployment has no container named injector")
+}
+
+// replaceScalar rewrites the line of scalar n, the last thing on it, to
+// value (quoted as n was) and a comment.
+func replaceScalar(d document, n *yaml.Node, value, comment string) error {
+	line := d.lines[n.Line-1]
+	old := strings.TrimSpace(line[n.Column-1:])
+	switch n.Style {
+	case 0:
+	case yaml.DoubleQuotedStyle:
+		value = strconv.Quote(value)
+	default:
+		return fmt.Errorf("line %d: %q is quoted in a way the generator does not write", n.Line, old)
+	}
+	if want := strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(old, `"`), `"`)); want != n.Value {
+		return fmt.Errorf("line %d: %q is not the last thing on %q", n.Line, n.Value, line)
+	}
+	d.lines[n.Line-1] = line[:n.Column-1] + value + " # " + comment
+	return nil
 }
 
 // Write writes the generated files under dir (manifests/) and removes
