@@ -37,8 +37,8 @@ var helmLabels = []string{
 // is still written by hand around them: that kustomization.yaml lists every
 // generated file and changes nothing the chart sets (the image's tag it
 // adds is the chart's appVersion). Where the files are written by hand
-// (the tutorial's extension, the dashboard's ConfigMap, the KEDA example),
-// it keeps them and the chart the same.
+// (the tutorial's extension, the dashboard's ConfigMap), it keeps them and
+// the chart the same.
 var sourceOfTruthCases = []struct {
 	dir string
 	// values, or the file holding them.

@@ -66,9 +66,11 @@ var helmLabels = []string{
 // groups of the one PrometheusRule of template as a plain Prometheus rule
 // file instead, beside the object's own file.
 type target struct {
-	values      string
-	apiVersions []string
-	files       []file
+	// values, or valuesFile: a file of the chart's directory's parent
+	// (charts/), whose values the files are then rendered with.
+	values, valuesFile string
+	apiVersions        []string
+	files              []file
 }
 
 type file struct {
@@ -124,6 +126,13 @@ var targets = []target{
 			{template: "prometheusrule.yaml", kind: "PrometheusRule", path: "alerts/kong-metrics-sidecar.rules.yaml", ruleFile: true},
 		},
 	},
+	{
+		// manifests/examples/keda: the tutorial's ScaledObject, from the
+		// chart's example values for it.
+		valuesFile:  "examples/keda-values.yaml",
+		apiVersions: []string{"keda.sh/v1alpha1"},
+		files:       []file{{template: "keda-scaledobjects.yaml", path: "examples/keda/scaledobject.yaml"}},
+	},
 }
 
 // Generate renders the chart in chartDir into the generated files: their
@@ -136,6 +145,13 @@ func Generate(chartDir string) (map[string][]byte, error) {
 	}
 	out := map[string][]byte{}
 	for _, tg := range targets {
+		if tg.valuesFile != "" {
+			data, err := os.ReadFile(filepath.Join(filepath.Dir(filepath.Clean(chartDir)), filepath.FromSlash(tg.valuesFile)))
+			if err != nil {
+				return nil, fmt.Errorf("the values: %w", err)
+			}
+			tg.values = string(data)
+		}
 		rendered, err := render(c, tg)
 		if err != nil {
 			return nil, err
@@ -210,9 +226,14 @@ func kustomizeFile(c *chart.Chart, f file, tg target, text string) ([]byte, int,
 		return nil, 0, fmt.Errorf("no object of kind %q rendered", f.kind)
 	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%s\n# templates/%s rendered as release %s\n# in namespace %s with the values:\n", Header, f.template, releaseName, releaseNamespace)
-	for _, line := range strings.Split(strings.TrimSuffix(tg.values, "\n"), "\n") {
-		fmt.Fprintf(&b, "#   %s\n", line)
+	fmt.Fprintf(&b, "%s\n# templates/%s rendered as release %s\n# in namespace %s with ", Header, f.template, releaseName, releaseNamespace)
+	if tg.valuesFile != "" {
+		fmt.Fprintf(&b, "the values of\n# charts/%s.\n", tg.valuesFile)
+	} else {
+		b.WriteString("the values:\n")
+		for _, line := range strings.Split(strings.TrimSuffix(tg.values, "\n"), "\n") {
+			fmt.Fprintf(&b, "#   %s\n", line)
+		}
 	}
 	b.WriteString("# Change the chart, then run make manifests (manifests/README.md).\n")
 	if f.ruleFile {
