@@ -521,6 +521,9 @@ func Stale(dir string, files map[string][]byte) ([]string, error) {
 // generatedFiles lists the YAML files under dir that start with Header.
 func generatedFiles(dir string) ([]string, error) {
 	var found []string
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // nothing generated there yet
+	}
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
