@@ -37,7 +37,7 @@ kong_http_requests_total{service="kong.command.80",route="r\"q",code="200"} 1
 kong_http_requests_total{service="kong.command.80",route="é",code="200"} 1
 kong_kong_latency_ms_bucket{route="r",service="kong.command.80",le="1"} 1
 `
-	sel := Selection{Services: map[Service]Family{command: Latency | StatusCode}}
+	sel := Selection{Services: map[Service]Metrics{command: Latency | StatusCode}}
 	def, other := New(sel), newRewriter(sel, otherAdditions)
 	for pass := range 2 { // the second pass finds the histogram's tails known
 		wantOut, wantStats := rewriteAll(def, []byte(page))
@@ -60,7 +60,7 @@ kong_kong_latency_ms_bucket{route="r",service="kong.command.80",le="1"} 1
 // and with an escaped value (the slow path), while a name only the other
 // list adds is a label like any other.
 func TestReservedFromOneList(t *testing.T) {
-	sel := Selection{Services: map[Service]Family{command: StatusCode}}
+	sel := Selection{Services: map[Service]Metrics{command: StatusCode}}
 	f := func(added *additions, line string, want DropReason, kept bool) {
 		t.Helper()
 		out, stats := rewriteAll(newRewriter(sel, added), []byte(line+"\n"))

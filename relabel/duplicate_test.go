@@ -30,7 +30,7 @@ func TestDuplicateLabelNameDropped(t *testing.T) {
 		"more labels than the fast path": `kong_http_requests_total{service="kong.command.80",a="1",b="2",c="3",d="4",e="5",f="6",g="7",h="8",i="9",a="10"} 1`,
 	}
 	rw := New(Selection{
-		Services: map[Service]Family{command: Latency | StatusCode | UpstreamHealth},
+		Services: map[Service]Metrics{command: Latency | StatusCode | UpstreamHealth},
 		Mappings: map[string]Service{"echo": command},
 	})
 	for name, dup := range tests {

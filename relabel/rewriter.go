@@ -35,9 +35,9 @@ type target struct {
 	key      string // the raw label value
 	svc      Service
 	resolved bool
-	multi    bool   // stands for several Services (tags, route mapping or name): drop as DropMultiBackend
-	families Family // kept for the resolved Service
-	labels   []byte // ,kubernetes_namespace="…",…,exported_service="…"
+	multi    bool    // stands for several Services (tags, route mapping or name): drop as DropMultiBackend
+	metrics  Metrics // the flags selected for the resolved Service
+	labels   []byte  // ,kubernetes_namespace="…",…,exported_service="…"
 
 	// next is the target looked up after this one the last time: Kong
 	// writes every family in the same order of services, so it is the
@@ -133,14 +133,14 @@ func (rw *Rewriter) resolve(kind int, name string) *target {
 		return &target{}
 	}
 	labels := rw.added.appendLabels(make([]byte, 0, 128), svc)
-	return &target{svc: svc, resolved: true, families: rw.sel.Services[svc], labels: labels}
+	return &target{svc: svc, resolved: true, metrics: rw.sel.Services[svc], labels: labels}
 }
 
 // Resolve tells how rw resolves a Kong service name (with upstream, a Kong
-// upstream name): the Service and the families kept for it, or why its
+// upstream name): the Service and the flags selected for it, or why its
 // series are dropped (DropUnresolved or DropMultiBackend). It is for
 // -check-config; scrapes resolve through their Page.
-func (rw *Rewriter) Resolve(name string, upstream bool) (svc Service, kept Family, drop DropReason, ok bool) {
+func (rw *Rewriter) Resolve(name string, upstream bool) (svc Service, kept Metrics, drop DropReason, ok bool) {
 	kind := keyService
 	if upstream {
 		kind = keyUpstream
@@ -152,7 +152,7 @@ func (rw *Rewriter) Resolve(name string, upstream bool) (svc Service, kept Famil
 	case !t.resolved:
 		return Service{}, 0, DropUnresolved, false
 	}
-	return t.svc, t.families, 0, true
+	return t.svc, t.metrics, 0, true
 }
 
 // SeriesKey returns the Kong service (or, with upstream set, upstream)
@@ -183,7 +183,7 @@ func (t *target) drop(fam *family) (DropReason, bool) {
 		return DropMultiBackend, true
 	case !t.resolved:
 		return DropUnresolved, true
-	case t.families&fam.flag == 0:
+	case t.metrics&fam.flag == 0:
 		return DropUnselected, true
 	}
 	return 0, false

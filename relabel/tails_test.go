@@ -33,7 +33,7 @@ func TestKnownTails(t *testing.T) {
 		"shorter value":       name + `_count{service="kong.command.80",route="r",workspace="d"} 3`,
 		"other key":           name + `_count{service="kong.command.81",route="r",workspace="default"} 3`,
 	}
-	sel := Selection{Services: map[Service]Family{command: Latency}}
+	sel := Selection{Services: map[Service]Metrics{command: Latency}}
 	for desc, page := range cases {
 		t.Run(desc, func(t *testing.T) {
 			rw := New(sel)
@@ -61,7 +61,7 @@ func TestTailBounds(t *testing.T) {
 		page.WriteString(line("kong.command.80", fmt.Sprint("route-", i)))
 	}
 	page.WriteString(line("kong.command.81", strings.Repeat("r", maxTailLen)))
-	rw := New(Selection{Services: map[Service]Family{command: Latency}})
+	rw := New(Selection{Services: map[Service]Metrics{command: Latency}})
 	_, stats := rewriteAll(rw, []byte(page.String()))
 	if stats.Kept != maxTailsPerTarget+4 {
 		t.Fatalf("kept %d lines, want %d", stats.Kept, maxTailsPerTarget+4)
@@ -73,7 +73,7 @@ func TestTailBounds(t *testing.T) {
 		t.Errorf("a tail longer than %d bytes was kept", maxTailLen)
 	}
 
-	rw = New(Selection{Services: map[Service]Family{command: Latency}})
+	rw = New(Selection{Services: map[Service]Metrics{command: Latency}})
 	page.Reset()
 	long := strings.Repeat("r", maxTailLen-40)
 	for i := range 2 * maxTailBytes / maxTailLen {
