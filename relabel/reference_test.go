@@ -490,7 +490,7 @@ func FuzzRewriteMatchesReference(f *testing.F) {
 		sel := fuzzSelection([3]byte{c, b, e})
 		want, wantStats := refRewriteAll(newReference(sel), in)
 		rw := New(sel)
-		for pass := range 2 { // the second pass with the tails the first remembered
+		for pass := range 2 { // the second pass with the targets and next links the first remembered
 			got, gotStats := rewriteAll(rw, in)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("pass %d: output differs from the reference's\ninput:\n%q\n got:\n%s\nwant:\n%s", pass, in, got, want)

@@ -1,7 +1,6 @@
 package relabel
 
 import (
-	"bytes"
 	"sync"
 	"sync/atomic"
 )
@@ -27,7 +26,7 @@ type Rewriter struct {
 	cache       [2]map[string]*target // by key kind (service, upstream), then the raw label value
 	cachedBytes int                   // about what cache holds
 
-	tailBytes atomic.Int64 // bytes held in the targets' tails
+	noGuess bool // lookups skip the targets' next links (BenchmarkNextGuess's baseline)
 }
 
 // target is what one Kong service or upstream name resolves to.
@@ -39,27 +38,16 @@ type target struct {
 	metrics  Metrics // the flags selected for the resolved Service
 	labels   []byte  // ,kubernetes_namespace="…",…,exported_service="…"
 
-	// next is the target looked up after this one the last time: Kong
-	// writes every family in the same order of services, so it is the
-	// right guess for all but the first run of a page, and spares the map.
+	// next is the target looked up after this one the last time, on
+	// this page or an earlier one: Kong writes every family in the same
+	// order of services, so it is the right guess for every run but the
+	// first page's first, and spares the map and its lock. It is only a
+	// guess, checked against the key, so a stale or wrong one costs a map
+	// lookup and nothing else; FuzzPageAfterPage feeds different pages to
+	// one Rewriter to hold it to that, and BenchmarkNextGuess measures
+	// what it saves.
 	next atomic.Pointer[target]
-
-	// tails are label tails of this key already found in Kong's plain
-	// shape: see Page.appendKnownTail. The set is never changed once
-	// published; a new tail publishes a new set.
-	tails atomic.Pointer[tailSet]
 }
-
-// tailSet is what a target's tails point to.
-type tailSet struct{ tails [][]byte }
-
-// Bounds of the tails a Rewriter remembers: a few routes per Kong service,
-// and a total that a hostile page cannot grow without limit.
-const (
-	maxTailsPerTarget = 4
-	maxTailLen        = 256
-	maxTailBytes      = 4 << 20
-)
 
 // New returns a Rewriter for sel. sel must not be modified afterwards.
 func New(sel Selection) *Rewriter { return newRewriter(sel, defaultAdditions) }
@@ -187,28 +175,4 @@ func (t *target) drop(fam *family) (DropReason, bool) {
 		return DropUnselected, true
 	}
 	return 0, false
-}
-
-// rememberTail adds tail, labels after t's key that plainShape.parse has
-// found in Kong's shape with no service label among them, to t's tails.
-func (rw *Rewriter) rememberTail(t *target, tail []byte) {
-	old := t.tails.Load()
-	var tails [][]byte
-	if old != nil {
-		tails = old.tails
-	}
-	if len(tails) >= maxTailsPerTarget || len(tail) > maxTailLen {
-		return
-	}
-	for _, known := range tails {
-		if string(known) == string(tail) {
-			return
-		}
-	}
-	if rw.tailBytes.Add(int64(len(tail))) > maxTailBytes {
-		rw.tailBytes.Add(-int64(len(tail)))
-		return
-	}
-	next := &tailSet{tails: append(append(make([][]byte, 0, len(tails)+1), tails...), bytes.Clone(tail))}
-	t.tails.CompareAndSwap(old, next) // losing a race loses nothing but speed
 }
