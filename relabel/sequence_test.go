@@ -2,6 +2,9 @@ package relabel
 
 import (
 	"bytes"
+	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
@@ -53,6 +56,46 @@ func TestPageAfterPage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTailBounds: a page whose keys each carry many long label tails (a
+// route per line) leaves a Rewriter holding no more than its resolution
+// cache: nothing is remembered per line, so a page cannot grow what later
+// pages carry. (The label tails it once remembered, up to 4 per key and
+// 4 MiB in all, made this page leave about 2 MB more.)
+func TestTailBounds(t *testing.T) {
+	const keys, routes = 2000, 8
+	var b strings.Builder
+	for i := range keys {
+		for r := range routes {
+			fmt.Fprintf(&b, "kong_upstream_latency_ms_count{service=\"kong.command-%d.80\",route=\"r%d-%s\",workspace=\"default\"} 7\n", i, r, strings.Repeat("x", 200))
+		}
+	}
+	page := []byte(b.String())
+	sel := Selection{Services: map[Service]Metrics{}}
+	for i := range keys {
+		sel.Services[Service{Namespace: "kong", Name: fmt.Sprint("command-", i)}] = Latency
+	}
+	rw := New(sel)
+	var base runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&base)
+	if _, stats := rewriteAll(rw, page); stats.Kept != keys*routes {
+		t.Fatalf("kept %d lines, want %d", stats.Kept, keys*routes)
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	held := int64(after.HeapAlloc) - int64(base.HeapAlloc)
+	rw.mu.RLock()
+	cached := int64(rw.cachedBytes)
+	rw.mu.RUnlock()
+	t.Logf("%d keys with %d long tails each: %d kB held, the resolution cache counts %d kB", keys, routes, held>>10, cached>>10)
+	if limit := cached + 512<<10; held > limit {
+		t.Errorf("the Rewriter holds %d kB after the page, want at most its cache's %d kB and 512 kB", held>>10, cached>>10)
+	}
+	runtime.KeepAlive(rw)
+	runtime.KeepAlive(page)
 }
 
 // TestAllDigits checks the branch-free digit test on every byte value, alone
