@@ -14,7 +14,7 @@ import (
 // TestFlags checks what comes from flagDefs: every flag a single bit, named
 // by String, keeping its families and no other flag's.
 func TestFlags(t *testing.T) {
-	var all Family
+	var all Metrics
 	for _, d := range flagDefs {
 		if d.flag == 0 || d.flag&(d.flag-1) != 0 || all&d.flag != 0 {
 			t.Errorf("flag %s is %#x: want a bit of its own", d.name, d.flag)
@@ -37,10 +37,10 @@ func TestFlags(t *testing.T) {
 			t.Errorf("Flags[%d] = %s, want %s", i, Flags[i], d.name)
 		}
 	}
-	f := func(fs Family, want string) {
+	f := func(m Metrics, want string) {
 		t.Helper()
-		if got := fs.String(); got != want {
-			t.Errorf("%#x.String() = %q, want %q", uint8(fs), got, want)
+		if got := m.String(); got != want {
+			t.Errorf("%#x.String() = %q, want %q", uint8(m), got, want)
 		}
 	}
 	f(0, "none")
