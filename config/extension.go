@@ -114,7 +114,7 @@ func ParseExtension(data []byte) (*Extension, error) {
 			break
 		}
 		if err != nil {
-			p.add(fmt.Sprintf("document %d: %v", index, err))
+			p.add(fmt.Sprintf("document %d: %s", index, syntaxProblem(data, err)))
 			break // the decoder cannot go on after a syntax error
 		}
 		if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
