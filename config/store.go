@@ -214,6 +214,9 @@ func (s *Store) loaded(ext *Extension, hash string) {
 	if ext.Documents == 0 {
 		s.logger.Warn("extension file has no documents: nothing is selected", "path", s.path)
 	}
+	for _, w := range ext.Warnings {
+		s.logger.Warn("extension file enables nothing for some Services", "path", s.path, "problem", w)
+	}
 	prevHash := ""
 	if prev != nil {
 		prevHash = prev.Hash
