@@ -109,7 +109,7 @@ func (c *CertReloader) load(content filewatch.Content) error {
 	}
 	c.cert.Store(&cert)
 	c.opts.Metrics.observeTLSLoad(cert.Leaf.NotAfter, nil)
-	c.opts.Logger.Info("Loaded the serving certificate", "file", c.opts.CertFile, "serial", cert.Leaf.SerialNumber.String(),
+	c.opts.Logger.Info("loaded the serving certificate", "file", c.opts.CertFile, "serial", cert.Leaf.SerialNumber.String(),
 		"dns_names", cert.Leaf.DNSNames, "not_after", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	return nil
 }
@@ -117,7 +117,7 @@ func (c *CertReloader) load(content filewatch.Content) error {
 func (c *CertReloader) failed(err error) error {
 	c.opts.Metrics.observeTLSLoad(time.Time{}, err)
 	if c.cert.Load() != nil {
-		c.opts.Logger.Warn("Keeping the previous serving certificate", "err", err)
+		c.opts.Logger.Warn("keeping the previous serving certificate", "err", err)
 	}
 	return err
 }

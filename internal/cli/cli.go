@@ -53,12 +53,24 @@ func InvalidSettings(w io.Writer, program string, err error) int {
 // reloads or says why it need not. stop releases both; call it before
 // returning.
 func Signals(parent context.Context) (ctx context.Context, hup <-chan os.Signal, stop func()) {
-	ctx, stopTerm := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
-	context.AfterFunc(ctx, stopTerm)
+	ctx, cancel := context.WithCancel(parent)
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
 	h := make(chan os.Signal, 1)
 	signal.Notify(h, syscall.SIGHUP)
+	go func() {
+		select {
+		case <-term:
+		case <-ctx.Done():
+		}
+		// The default action is back before ctx is done: whatever sees ctx
+		// done can count on a second signal ending the process.
+		signal.Stop(term)
+		cancel()
+	}()
 	return ctx, h, func() {
-		stopTerm()
+		cancel()
+		signal.Stop(term)
 		signal.Stop(h)
 	}
 }
