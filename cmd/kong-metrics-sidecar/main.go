@@ -17,6 +17,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -103,6 +104,12 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 // for a reload of the extension file.
 func serve(ctx context.Context, hup <-chan os.Signal, settings Settings, logger *slog.Logger) error {
 	logger.Info("starting", "version", version.Version, "revision", version.GetRevision())
+	// Every goroutine serve starts ends before it returns: on the way out
+	// the context is cancelled first, then they are waited for.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -127,12 +134,14 @@ func serve(ctx context.Context, hup <-chan os.Signal, settings Settings, logger 
 		if err != nil {
 			return err
 		}
+		adminLogger := logger.With("component", "kongadmin")
 		admin := kongadmin.NewRefresher(client, kongadmin.Options{
 			Interval: settings.KongAdminRefreshInterval,
 			Registry: reg,
-			Logger:   logger.With("component", "kongadmin"),
+			Logger:   adminLogger,
 		})
-		go admin.Run(ctx)
+		wg.Go(func() { client.FollowFiles(ctx, adminLogger) }) // the CA and client certificate files
+		wg.Go(func() { admin.Run(ctx) })
 		// A Rewriter per (extension snapshot, Admin API mapping) pair, so
 		// its resolution cache never outlives either.
 		rewriter = func() *relabel.Rewriter { return admin.Rewriter(store.Load().Rewriter) }
@@ -183,8 +192,8 @@ func serve(ctx context.Context, hup <-chan os.Signal, settings Settings, logger 
 
 	// One goroutine does every reload: file events, the poll and SIGHUP.
 	watcher := config.NewWatcher(store, config.WatchOptions{PollInterval: settings.ConfigPollInterval, Logger: logger})
-	go watcher.Run(ctx)
-	go func() {
+	wg.Go(func() { watcher.Run(ctx) })
+	wg.Go(func() {
 		for {
 			select {
 			case <-hup:
@@ -194,7 +203,7 @@ func serve(ctx context.Context, hup <-chan os.Signal, settings Settings, logger 
 				return
 			}
 		}
-	}()
+	})
 
 	// TLS and basic auth, when the web configuration file asks for them,
 	// the Prometheus ecosystem's way: certificates are re-read on each new
@@ -206,7 +215,7 @@ func serve(ctx context.Context, hup <-chan os.Signal, settings Settings, logger 
 		WebConfigFile:      &webConfigFile,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- web.Serve(ln, srv, webFlags, logger) }()
+	wg.Go(func() { errc <- web.Serve(ln, srv, webFlags, logger) })
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving: %w", err)
@@ -214,8 +223,8 @@ func serve(ctx context.Context, hup <-chan os.Signal, settings Settings, logger 
 	}
 	// From here on a second SIGTERM kills the process at once (cli.Signals).
 	logger.Info("shutting down: finishing in-flight scrapes", "grace", shutdownGrace)
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancelShutdown()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shutting down: %w", err)
 	}
