@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
@@ -42,5 +44,38 @@ func TestErrorMessages(t *testing.T) {
 			got := fmt.Sprintf("exit %d\n--- stdout\n%s--- stderr\n%s", code, &stdout, &stderr)
 			golden.Check(t, filepath.Join("testdata", "errors", tc.name+".golden"), []byte(got))
 		})
+	}
+}
+
+// TestErrorsDocQuotesTheMessages keeps docs/errors.md true to the code:
+// each settings message it quotes is in the golden output, and so are the
+// extension file's log messages it names.
+func TestErrorsDocQuotesTheMessages(t *testing.T) {
+	doc := string(must(os.ReadFile(filepath.Join("..", "..", "docs", "errors.md"))))
+	every := string(must(os.ReadFile(filepath.Join("testdata", "errors", "every-problem-at-once.golden"))))
+	_, block, _ := strings.Cut(doc, "```text\n")
+	block, _, _ = strings.Cut(block, "```")
+	quoted := 0
+	for line := range strings.SplitSeq(strings.TrimSpace(block), "\n") {
+		if strings.HasSuffix(line, "…)") {
+			line, _, _ = strings.Cut(line, "…")
+		}
+		if !strings.Contains(every, line) {
+			t.Errorf("docs/errors.md quotes %q, which the sidecar does not print (testdata/errors/every-problem-at-once.golden)", line)
+		}
+		quoted++
+	}
+	if quoted < 5 {
+		t.Errorf("docs/errors.md quotes %d lines of the settings report, want its example", quoted)
+	}
+	logs := string(must(os.ReadFile(filepath.Join("..", "..", "config", "testdata", "store", "missing-at-start.log")))) +
+		string(must(os.ReadFile(filepath.Join("..", "..", "config", "testdata", "store", "invalid-after-good.log"))))
+	for _, msg := range []string{
+		"extension file not loaded; until a valid one is, no Kong series are served, only the sidecar's own metrics",
+		"extension file rejected; keeping the configuration in use",
+	} {
+		if !strings.Contains(strings.Join(strings.Fields(doc), " "), msg) || !strings.Contains(logs, msg) {
+			t.Errorf("%q: not both in docs/errors.md and in the store's logs", msg)
+		}
 	}
 }
