@@ -78,7 +78,7 @@ func (e *VarError) Unwrap() error { return e.Err }
 // a variable, which holds its zero value, so that each problem is reported
 // once.
 func Invalid(err error, name string) bool {
-	switch e := err.(type) {
+	switch e := err.(type) { //nolint:errorlint // it walks the tree of joined errors itself, one level at a time
 	case nil:
 		return false
 	case *VarError:
