@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"os"
@@ -69,6 +70,8 @@ func TestStoreLogs(t *testing.T) {
 		{"invalid-at-start", [][]byte{unknownField}},
 		{"missing-after-good", [][]byte{commandLatency, nil}},
 		{"invalid-after-good", [][]byte{commandLatency, unknownField, unknownField}},
+		// Valid, but without spec.config: taken, with a warning.
+		{"enables-nothing", [][]byte{bytes.Replace(commandLatency, []byte("latency: true"), []byte("latency: false"), 1)}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
