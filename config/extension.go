@@ -36,6 +36,10 @@ type Extension struct {
 	Documents int
 	// Hash is the hex SHA-256 of the file's content.
 	Hash string
+	// Warnings are what is valid but most likely a mistake, one a
+	// document: a DataPlaneMetricsExtension that enables no family, so
+	// that the Services it selects keep nothing.
+	Warnings []string
 }
 
 // ExtensionError lists the problems found in an extension file: the first
@@ -114,7 +118,7 @@ func ParseExtension(data []byte) (*Extension, error) {
 			break
 		}
 		if err != nil {
-			p.add(fmt.Sprintf("document %d: %v", index, err))
+			p.add(fmt.Sprintf("document %d: %s", index, syntaxProblem(data, err)))
 			break // the decoder cannot go on after a syntax error
 		}
 		if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
@@ -212,6 +216,14 @@ func (p *parser) extension(doc *yaml.Node, f map[string]*yaml.Node) {
 		if p.boolean(cfg[flag.String()], "spec.config."+flag.String()) {
 			flags |= flag
 		}
+	}
+	if flags == 0 && f["spec"] != nil {
+		at, what := keyNode(doc, "spec"), "spec.config: missing"
+		if spec["config"] != nil {
+			at, what = keyNode(f["spec"], "config"), "spec.config: sets no family to true"
+		}
+		p.ext.Warnings = append(p.ext.Warnings, fmt.Sprintf("%s, line %d: %s, so the sidecar keeps no series of the Services it selects; "+
+			"set one or more of %s to true, for example \"config: {latency: true}\" under spec", p.doc, at.Line, what, strings.Join(configFields, ", ")))
 	}
 	sel := p.fields(p.required(spec["serviceSelector"], "spec.serviceSelector", f["spec"]), "spec.serviceSelector", "matchNames")
 	names := p.list(p.required(sel["matchNames"], "spec.serviceSelector.matchNames", spec["serviceSelector"]), "spec.serviceSelector.matchNames")
@@ -372,6 +384,17 @@ func (p *parser) stringMap(n *yaml.Node, path string) {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		p.str(n.Content[i+1], join(path, n.Content[i].Value))
 	}
+}
+
+// keyNode is the key node of key in the mapping n, for its line; n when
+// there is none.
+func keyNode(n *yaml.Node, key string) *yaml.Node {
+	for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i]
+		}
+	}
+	return n
 }
 
 func lookup(n *yaml.Node, key string) *yaml.Node {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/lastgood"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
 
@@ -50,8 +52,8 @@ type Store struct {
 
 	current atomic.Pointer[Snapshot]
 
-	mu      sync.Mutex // Serializes Reload and protects badHash.
-	badHash string     // hash of the invalid content read last, to log and count it once while it stays
+	mu  sync.Mutex                  // Serializes Reload.
+	ext lastgood.Keeper[*Extension] // the extension file: the last good one, each bad content reported once
 
 	lastSuccessful prometheus.Gauge
 	lastSuccessTS  prometheus.Gauge
@@ -151,28 +153,59 @@ func (s *Store) reloadRead(data []byte, sum [sha256.Size]byte, readErr error) er
 // apply does Reload's work once the file was read and hashed; s.mu must be
 // held.
 func (s *Store) apply(data []byte, sum [sha256.Size]byte, err error) error {
+	key := hex.EncodeToString(sum[:])
 	if err != nil {
-		err = fmt.Errorf("reading extension file: %w", err)
-		s.failed(err, "missing:"+err.Error())
-		return err
+		key = "unreadable:" + err.Error()
+		err = s.readError(err)
 	}
-	hash := hex.EncodeToString(sum[:])
-	if cur := s.Load().Extension; cur != nil && cur.Hash == hash {
-		// Unchanged, and good again: the next rejection is news, even of
-		// content rejected before.
-		s.badHash = ""
+	outcome, err := s.ext.Offer(key, func() (*Extension, error) {
+		if err != nil {
+			return nil, err
+		}
+		ext, err := ParseExtension(data)
+		if err != nil {
+			return nil, fmt.Errorf("extension file %s: %w", s.path, err)
+		}
+		return ext, nil
+	})
+	switch outcome {
+	case lastgood.Kept:
 		s.lastSuccessful.Set(1)
-		return nil
+	case lastgood.Repeated:
+		s.lastSuccessful.Set(0) // the same bad content again: counted and logged already
+	case lastgood.Rejected:
+		s.lastSuccessful.Set(0)
+		s.reloads.WithLabelValues("failure").Inc()
+		if s.Load().Extension == nil {
+			s.logger.Error("extension file not loaded; until a valid one is, no Kong series are served, only the sidecar's own metrics", "path", s.path, "err", err)
+		} else {
+			s.logger.Error("extension file rejected; keeping the configuration in use", "path", s.path, "err", err)
+		}
+	case lastgood.Loaded:
+		ext, _ := s.ext.Get()
+		s.loaded(ext, key)
 	}
-	ext, err := ParseExtension(data)
-	if err != nil {
-		err = fmt.Errorf("extension file %s: %w", s.path, err)
-		s.failed(err, hash)
-		return err
+	return err
+}
+
+// readError is err, from reading the extension file, with what to do
+// about the common cause: a file that is not there.
+func (s *Store) readError(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is said once
+		}
+		return fmt.Errorf("extension file %s: %w; want the file there: mount the ConfigMap that holds config.yaml (DataPlaneMetricsExtension documents) at its directory, or set SIDECAR_CONFIG_FILE to its path", s.path, err)
 	}
+	return fmt.Errorf("reading extension file: %w", err)
+}
+
+// loaded makes ext, from content with the hex SHA-256 hash, the
+// configuration in use.
+func (s *Store) loaded(ext *Extension, hash string) {
 	prev := s.Load().Extension
 	s.publish(ext, s.Load().Routes)
-	s.badHash = ""
 	s.lastSuccessful.Set(1)
 	s.lastSuccessTS.Set(float64(time.Now().UnixNano()) / 1e9)
 	s.reloads.WithLabelValues("success").Inc()
@@ -181,21 +214,13 @@ func (s *Store) apply(data []byte, sum [sha256.Size]byte, err error) error {
 	if ext.Documents == 0 {
 		s.logger.Warn("extension file has no documents: nothing is selected", "path", s.path)
 	}
+	for _, w := range ext.Warnings {
+		s.logger.Warn("extension file enables nothing for some Services", "path", s.path, "problem", w)
+	}
 	prevHash := ""
 	if prev != nil {
 		prevHash = prev.Hash
 	}
 	s.logger.Info("extension file loaded", "path", s.path, "sha256", hash, "previous_sha256", prevHash,
 		"services", len(ext.Selection.Services), "mappings", len(ext.Selection.Mappings))
-	return nil
-}
-
-func (s *Store) failed(err error, key string) {
-	s.lastSuccessful.Set(0)
-	if key == s.badHash {
-		return // the same bad content again: counted and logged already
-	}
-	s.reloads.WithLabelValues("failure").Inc()
-	s.badHash = key
-	s.logger.Error("extension file rejected; keeping the configuration in use", "path", s.path, "err", err)
 }

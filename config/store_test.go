@@ -1,10 +1,15 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/golden"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -51,3 +56,44 @@ func TestStoreCountsEachRejection(t *testing.T) {
 
 // errMissing stands for what reading a missing file returns.
 var errMissing = errors.New("open config.yaml: no such file or directory")
+
+// TestStoreLogs pins what the Store logs for each sequence of reads of
+// the extension file, one golden file per case under testdata/store: a
+// file missing at start says what really happens, not that a
+// configuration in use is kept.
+func TestStoreLogs(t *testing.T) {
+	tests := []struct {
+		name  string
+		reads [][]byte // nil: the file is missing
+	}{
+		{"missing-at-start", [][]byte{nil}},
+		{"invalid-at-start", [][]byte{unknownField}},
+		{"missing-after-good", [][]byte{commandLatency, nil}},
+		{"invalid-after-good", [][]byte{commandLatency, unknownField, unknownField}},
+		// Valid, but without spec.config: taken, with a warning.
+		{"enables-nothing", [][]byte{bytes.Replace(commandLatency, []byte("latency: true"), []byte("latency: false"), 1)}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "config.yaml")
+			logs := &lockedBuffer{}
+			logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+				if a.Key == slog.TimeKey || a.Key == "sha256" || a.Key == "previous_sha256" {
+					return slog.Attr{}
+				}
+				return a
+			}}))
+			s := NewStore(path, StoreOptions{}, prometheus.NewRegistry(), logger)
+			for _, data := range tc.reads {
+				if data == nil {
+					_ = os.Remove(path)
+				} else if err := os.WriteFile(path, data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				_ = s.Reload()
+			}
+			golden.Check(t, filepath.Join("testdata", "store", tc.name+".log"), []byte(strings.ReplaceAll(logs.String(), dir, "DIR")))
+		})
+	}
+}

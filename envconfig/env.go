@@ -9,11 +9,13 @@ package envconfig
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"reflect"
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/caarlos0/env/v11"
 )
@@ -51,13 +53,56 @@ func ParseEnv[T any](prefix string, environ []string) (T, error) {
 		for _, e := range unwrapAll(err) {
 			var pe env.ParseError
 			if errors.As(e, &pe) {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", keys[pe.Name], Redact(vars[keys[pe.Name]]), pe.Err))
+				name := keys[pe.Name].name
+				errs = append(errs, &VarError{Name: name, Value: vars[name], Err: explain(keys[pe.Name].typ, pe.Err)})
 				continue
 			}
 			errs = append(errs, e)
 		}
 	}
 	return dst, errors.Join(errs...)
+}
+
+// VarError is a variable whose value is refused. Its message quotes the
+// value, with a URL's password as xxxxx (Redact).
+type VarError struct {
+	Name, Value string
+	Err         error
+}
+
+func (e *VarError) Error() string { return fmt.Sprintf("%s=%q: %v", e.Name, Redact(e.Value), e.Err) }
+func (e *VarError) Unwrap() error { return e.Err }
+
+// Invalid reports whether err, as ParseEnv returns it, refuses the value
+// of the variable name: the checks a program makes after ParseEnv skip such
+// a variable, which holds its zero value, so that each problem is reported
+// once.
+func Invalid(err error, name string) bool {
+	switch e := err.(type) { //nolint:errorlint // it walks the tree of joined errors itself, one level at a time
+	case nil:
+		return false
+	case *VarError:
+		return e.Name == name
+	case interface{ Unwrap() []error }:
+		for _, err := range e.Unwrap() {
+			if Invalid(err, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// explain replaces the error of a type whose own message says neither what
+// was expected nor an example (the standard library's) with one that does.
+func explain(t reflect.Type, err error) error {
+	switch t {
+	case reflect.TypeFor[slog.Level]():
+		return errors.New("want a log level: debug, info, warn or error (for example info)")
+	case reflect.TypeFor[time.Duration]():
+		return errors.New("want a duration with a unit, such as 10s, 500ms or 1m30s")
+	}
+	return err
 }
 
 // KnownVariables lists the variable names T declares, in field order.
@@ -104,13 +149,19 @@ func fields(t reflect.Type) []reflect.StructField {
 	return fs
 }
 
+// fieldKey is a field's variable and type.
+type fieldKey struct {
+	name string
+	typ  reflect.Type
+}
+
 // fieldKeys maps each field's name, as a ParseError gives it, to its
-// variable.
-func fieldKeys(t reflect.Type, prefix string) map[string]string {
-	keys := map[string]string{}
+// variable and type.
+func fieldKeys(t reflect.Type, prefix string) map[string]fieldKey {
+	keys := map[string]fieldKey{}
 	for _, f := range fields(t) {
 		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-		keys[f.Name] = prefix + name
+		keys[f.Name] = fieldKey{prefix + name, f.Type}
 	}
 	return keys
 }

@@ -15,13 +15,23 @@ type LogSettings struct {
 }
 
 // NewLogger returns a logger that writes records at s.LogLevel and above
-// to w, as JSON or as text (logfmt) as s.LogFormat says.
+// to w, as JSON or as text (logfmt) as s.LogFormat says. A duration is
+// written as Go writes it (1m30s, 250ms) in both, as the settings take
+// it, not as the JSON handler's nanoseconds.
 func NewLogger(w io.Writer, s LogSettings) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: s.LogLevel}
+	opts := &slog.HandlerOptions{Level: s.LogLevel, ReplaceAttr: durationString}
 	if s.LogFormat == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// durationString writes a duration attribute as its String.
+func durationString(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // LogFormat is json or text.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -51,20 +52,26 @@ func (u URL) LogValue() slog.Value {
 
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (u *URL) UnmarshalText(b []byte) error {
-	parsed, err := url.Parse(string(b))
+	raw := string(b)
+	if !strings.Contains(raw, "://") && raw != "" {
+		// host:port/path: url.Parse takes host for a scheme, or says
+		// "first path segment in URL cannot contain colon".
+		return fmt.Errorf("want an absolute URL that starts with http:// or https://, such as %q", Redact("http://"+raw))
+	}
+	parsed, err := url.Parse(raw)
 	if err != nil {
 		// Not the URL itself: it may hold a password.
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return fmt.Errorf("not a URL: %w", err)
+		return fmt.Errorf("not a URL (%w); want one such as http://127.0.0.1:8100/metrics", err)
 	}
 	if parsed.Scheme != "http" && parsed.Scheme != "https" {
-		return fmt.Errorf("scheme must be http or https, not %q", parsed.Scheme)
+		return fmt.Errorf("scheme must be http or https, not %q; want a URL such as http://127.0.0.1:8100/metrics", parsed.Scheme)
 	}
 	if parsed.Host == "" {
-		return fmt.Errorf("no host")
+		return fmt.Errorf("no host; want a URL such as http://127.0.0.1:8100/metrics")
 	}
 	u.URL = parsed
 	return nil
@@ -123,4 +130,27 @@ func Redact(raw string) string {
 		return prefix + "xxxxx" + rest[i:]
 	}
 	return raw
+}
+
+// CheckListenAddr checks that addr is what net.Listen("tcp", addr) takes
+// for a listener: an optional host and a numeric port, such as :9542 or
+// 127.0.0.1:9542.
+func CheckListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		example := ":9542"
+		if _, err := strconv.ParseUint(addr, 10, 16); err == nil {
+			example = ":" + addr // a port alone
+		}
+		why := err.Error()
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			why = ae.Err // not the address again
+		}
+		return fmt.Errorf("want [host]:port, such as %q (every interface) or %q (%s)", example, "127.0.0.1"+example, why)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q is not a number from 0 to 65535; want [host]:port, such as \":9542\"", port)
+	}
+	return nil
 }

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/lastgood"
 )
 
 // CertReloaderOptions configure a CertReloader.
@@ -41,12 +41,8 @@ const certDebounce = 100 * time.Millisecond
 // and counted, and the previous certificate stays in use.
 type CertReloader struct {
 	opts CertReloaderOptions
-	cert atomic.Pointer[tls.Certificate]
+	cert lastgood.Keeper[*tls.Certificate] // an unchanged broken pair is reported once
 	fw   *filewatch.Watcher
-	// lastAttempt is the key of the pair last tried, so that an unchanged
-	// broken pair is reported once. Only the goroutine that calls
-	// NewCertReloader and then Run uses it.
-	lastAttempt string
 }
 
 // NewCertReloader loads the pair, and fails if it does not load.
@@ -74,7 +70,8 @@ func NewCertReloader(opts CertReloaderOptions) (*CertReloader, error) {
 // tls.Config.GetCertificate, so that each new connection gets the latest.
 // It is safe for concurrent use.
 func (c *CertReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return c.cert.Load(), nil
+	cert, _ := c.cert.Get() // NewCertReloader loaded one
+	return cert, nil
 }
 
 // Run reloads the pair whenever it changes on disk, and re-reads it every
@@ -90,34 +87,36 @@ func (c *CertReloader) reload() error {
 	return c.load(filewatch.Read(c.opts.CertFile, c.opts.KeyFile))
 }
 
-// load loads the pair read in content if it differs from the last one
-// tried.
+// load loads the pair read in content unless it is the pair in use or
+// the broken pair tried last, and returns why it did not load, once per
+// broken pair.
 func (c *CertReloader) load(content filewatch.Content) error {
-	if content.Key() == c.lastAttempt && c.cert.Load() != nil {
-		return nil
-	}
-	c.lastAttempt = content.Key()
-	if err := content.Err(); err != nil {
-		return c.failed(fmt.Errorf("reading the TLS pair: %w", err))
-	}
-	cert, err := tls.X509KeyPair(content.Files[0].Data, content.Files[1].Data)
-	if err != nil {
-		return c.failed(fmt.Errorf("loading the TLS pair %s and %s: %w", c.opts.CertFile, c.opts.KeyFile, err))
-	}
-	if cert.Leaf == nil {
-		return c.failed(errors.New("BUG: tls.X509KeyPair left Leaf empty"))
-	}
-	c.cert.Store(&cert)
-	c.opts.Metrics.observeTLSLoad(cert.Leaf.NotAfter, nil)
-	c.opts.Logger.Info("Loaded the serving certificate", "file", c.opts.CertFile, "serial", cert.Leaf.SerialNumber.String(),
-		"dns_names", cert.Leaf.DNSNames, "not_after", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
-	return nil
-}
-
-func (c *CertReloader) failed(err error) error {
-	c.opts.Metrics.observeTLSLoad(time.Time{}, err)
-	if c.cert.Load() != nil {
-		c.opts.Logger.Warn("Keeping the previous serving certificate", "err", err)
+	outcome, err := c.cert.Offer(content.Key(), func() (*tls.Certificate, error) {
+		if err := content.Err(); err != nil {
+			return nil, fmt.Errorf("reading the TLS pair: %w", err)
+		}
+		cert, err := tls.X509KeyPair(content.Files[0].Data, content.Files[1].Data)
+		if err != nil {
+			return nil, fmt.Errorf("loading the TLS pair %s and %s: %w", c.opts.CertFile, c.opts.KeyFile, err)
+		}
+		if cert.Leaf == nil {
+			return nil, errors.New("BUG: tls.X509KeyPair left Leaf empty")
+		}
+		return &cert, nil
+	})
+	switch outcome {
+	case lastgood.Loaded:
+		cert, _ := c.cert.Get()
+		c.opts.Metrics.observeTLSLoad(cert.Leaf.NotAfter, nil)
+		c.opts.Logger.Info("loaded the serving certificate", "file", c.opts.CertFile, "serial", cert.Leaf.SerialNumber.String(),
+			"dns_names", cert.Leaf.DNSNames, "not_after", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	case lastgood.Rejected:
+		c.opts.Metrics.observeTLSLoad(time.Time{}, err)
+		if c.cert.Has() {
+			c.opts.Logger.Warn("keeping the previous serving certificate", "err", err)
+		}
+	case lastgood.Repeated:
+		return nil // reported when it was new
 	}
 	return err
 }

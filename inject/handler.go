@@ -67,7 +67,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if p := recover(); p != nil {
 			// The response is written last, in one piece, so nothing has
 			// been written yet.
-			h.logger.ErrorContext(r.Context(), "Panic while answering an admission request", "panic", p, "stack", string(debug.Stack()))
+			h.logger.ErrorContext(r.Context(), "panic while answering an admission request", "panic", p, "stack", string(debug.Stack()))
 			http.Error(w, "internal error", http.StatusInternalServerError)
 			result = ResultError
 		}
@@ -90,13 +90,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, fmt.Sprintf("AdmissionReview larger than %d bytes", MaxRequestBytes), http.StatusRequestEntityTooLarge)
 			return
 		}
-		h.logger.WarnContext(r.Context(), "Cannot read an admission request", "remote", r.RemoteAddr, "err", err)
+		h.logger.WarnContext(r.Context(), "cannot read an admission request", "remote", r.RemoteAddr, "err", err)
 		http.Error(w, fmt.Sprintf("reading the request body: %v", err), http.StatusBadRequest)
 		return
 	}
 	req, err := decodeReview(body)
 	if err != nil {
-		h.logger.WarnContext(r.Context(), "Bad admission request", "remote", r.RemoteAddr, "err", err)
+		h.logger.WarnContext(r.Context(), "bad admission request", "remote", r.RemoteAddr, "err", err)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
@@ -139,16 +139,16 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest)
 	resp := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
 	logger := h.logger.With("uid", req.UID, "namespace", req.Namespace)
 	if req.Resource.Group != "" || req.Resource.Resource != "pods" || req.SubResource != "" {
-		logger.DebugContext(ctx, "Skipped: not a pod", "resource", req.Resource.String(), "sub_resource", req.SubResource)
+		logger.DebugContext(ctx, "skipped: not a pod", "resource", req.Resource.String(), "sub_resource", req.SubResource)
 		return resp, string(Skipped)
 	}
 	if req.Operation != admissionv1.Create {
-		logger.DebugContext(ctx, "Skipped: not a creation", "operation", req.Operation)
+		logger.DebugContext(ctx, "skipped: not a creation", "operation", req.Operation)
 		return resp, string(Skipped)
 	}
 	var pod corev1.Pod
 	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &pod); err != nil {
-		logger.ErrorContext(ctx, "Cannot decode the pod", "err", err)
+		logger.ErrorContext(ctx, "cannot decode the pod", "err", err)
 		resp.Warnings = []string{clipWarning("kong-metrics-sidecar not injected: the webhook cannot decode the pod: " + err.Error())}
 		return resp, ResultError
 	}
@@ -169,11 +169,11 @@ func (h *Handler) review(ctx context.Context, req *admissionv1.AdmissionRequest)
 		}
 		resp.Patch = p
 		resp.PatchType = new(admissionv1.PatchTypeJSONPatch)
-		logger.InfoContext(ctx, "Injected the sidecar", "mode", h.cfg.Mode, "upstream", res.UpstreamURL, "upstream_from", res.UpstreamFrom, "warnings", len(res.Warnings))
+		logger.InfoContext(ctx, "injected the sidecar", "mode", h.cfg.Mode, "upstream", res.UpstreamURL, "upstream_from", res.UpstreamFrom, "warnings", len(res.Warnings))
 	case Invalid:
-		logger.WarnContext(ctx, "Opted-in pod left without the sidecar", "reason", res.Reason)
+		logger.WarnContext(ctx, "opted-in pod left without the sidecar", "reason", res.Reason)
 	default:
-		logger.DebugContext(ctx, "Skipped", "reason", res.Reason)
+		logger.DebugContext(ctx, "skipped", "reason", res.Reason)
 	}
 	return resp, string(res.Outcome)
 }

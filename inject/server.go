@@ -108,13 +108,13 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errc <- serveErr("webhook", s.webhook.ServeTLS(s.webhookListener, "", "")) }()
 	go func() { errc <- serveErr("metrics", s.metrics.Serve(s.metricsListener)) }()
 	s.ready.Store(true)
-	s.opts.Logger.Info("Serving", "webhook", s.Addr().String(), "metrics", s.MetricsAddr().String())
+	s.opts.Logger.Info("serving", "webhook", s.Addr().String(), "metrics", s.MetricsAddr().String())
 
 	running := 2
 	var err error
 	select {
 	case <-ctx.Done():
-		s.opts.Logger.Info("Shutting down", "timeout", s.opts.ShutdownTimeout)
+		s.opts.Logger.Info("shutting down", "timeout", s.opts.ShutdownTimeout)
 	case err = <-errc:
 		running--
 	}

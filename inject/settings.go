@@ -3,7 +3,6 @@ package inject
 import (
 	"errors"
 	"fmt"
-	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -138,17 +137,8 @@ func (s Settings) Config(version string) Config {
 }
 
 // checkListenAddr accepts what net.Listen("tcp", addr) accepts for a
-// listener: an optional host and a numeric port.
-func checkListenAddr(addr string) error {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("want [host]:port: %w", err)
-	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
-	}
-	return nil
-}
+// listener: an optional host and a numeric port (the sidecar's rule).
+func checkListenAddr(addr string) error { return envconfig.CheckListenAddr(addr) }
 
 // imageReference is the grammar of github.com/distribution/reference:
 // [domain[:port]/]path[:tag][@digest], with lower-case path components.

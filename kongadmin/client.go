@@ -21,9 +21,9 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/lastgood"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
 
@@ -54,8 +54,8 @@ type ClientOptions struct {
 	URL string
 	// CAFile verifies the Admin API's certificate (empty: system roots).
 	// CertFile and KeyFile are a client certificate (both or neither).
-	// The files are followed for changes (see filewatch) while a
-	// Refresher runs on the Client; the last good ones stay in use.
+	// The files are followed for changes (see filewatch) while
+	// FollowFiles runs; the last good ones stay in use.
 	CAFile, CertFile, KeyFile string
 	// Token is sent as the Kong-Admin-Token header when not empty.
 	Token string
@@ -70,19 +70,16 @@ type Client struct {
 	pageSize int
 	hc       *http.Client
 
-	ca        *loaded[*x509.CertPool]   // nil without a CA file
-	pair      *loaded[*tls.Certificate] // nil without a client certificate
-	following atomic.Bool               // followFiles runs once
+	ca   *loaded[*x509.CertPool]   // nil without a CA file
+	pair *loaded[*tls.Certificate] // nil without a client certificate
 }
 
-// followFiles keeps the CA and the client certificate in step with their
-// files until ctx is done; it returns at once when it already runs. The
-// Refresher's Run starts it; without it the files NewClient loaded stay in
-// use.
-func (c *Client) followFiles(ctx context.Context, logger *slog.Logger) {
-	if !c.following.CompareAndSwap(false, true) {
-		return
-	}
+// FollowFiles keeps the CA and the client certificate in step with their
+// files until ctx is done, and returns then; without it the files NewClient
+// loaded stay in use. A file that does not load is logged once, as long as
+// it stays so, and the last good one stays in use. Call it once, beside
+// the Refresher's Run; it returns at once for a Client without files.
+func (c *Client) FollowFiles(ctx context.Context, logger *slog.Logger) {
 	var wg sync.WaitGroup
 	if c.ca != nil {
 		wg.Go(func() { c.ca.follow(ctx, logger) })
@@ -169,7 +166,7 @@ func tlsConfig(ca *loaded[*x509.CertPool], pair *loaded[*tls.Certificate], host 
 				return err
 			}
 			if len(cs.PeerCertificates) == 0 {
-				return errors.New("tls: the Admin API sent no certificate")
+				return errors.New("the Admin API sent no certificate")
 			}
 			opts := x509.VerifyOptions{Roots: pool, DNSName: host, Intermediates: x509.NewCertPool()}
 			for _, c := range cs.PeerCertificates[1:] {
@@ -185,6 +182,17 @@ func tlsConfig(ca *loaded[*x509.CertPool], pair *loaded[*tls.Certificate], host 
 	return cfg
 }
 
+// filesError is a CA or client certificate file that does not load.
+type filesError struct {
+	paths []string
+	err   error
+}
+
+func (e *filesError) Error() string {
+	return fmt.Sprintf("loading %s: %v", strings.Join(e.paths, ", "), e.err)
+}
+func (e *filesError) Unwrap() error { return e.err }
+
 // loaded is a value loaded from files: the last good one, or, until one
 // loaded, why none did. get is safe for concurrent use; update is called by
 // one goroutine at a time (NewClient's, then follow's).
@@ -192,63 +200,45 @@ type loaded[T any] struct {
 	what  string
 	paths []string
 	load  func([]filewatch.File) (T, error)
-
-	current atomic.Pointer[result[T]]
-	tried   atomic.Pointer[string] // the Key of the content last tried
-}
-
-type result[T any] struct {
-	value T
-	err   error
+	value lastgood.Keeper[T]
 }
 
 // newLoaded loads the value from paths now; a failure is the handshakes'
 // error until the files load.
 func newLoaded[T any](what string, paths []string, load func([]filewatch.File) (T, error)) *loaded[T] {
 	l := &loaded[T]{what: what, paths: paths, load: load}
-	_ = l.update(filewatch.Read(paths...))
+	_, _ = l.update(filewatch.Read(paths...))
 	return l
 }
 
 // get returns the last good value, or the error of the last load while
 // there is none.
-func (l *loaded[T]) get() (T, error) {
-	r := l.current.Load()
-	return r.value, r.err
-}
+func (l *loaded[T]) get() (T, error) { return l.value.Get() }
 
 // follow updates the value whenever its files change, until ctx is done.
 func (l *loaded[T]) follow(ctx context.Context, logger *slog.Logger) {
 	filewatch.New(filewatch.Options{Paths: l.paths, What: "Admin API " + l.what, Logger: logger}, func(c filewatch.Content) error {
-		if err := l.update(c); err != nil {
+		if outcome, err := l.update(c); outcome == lastgood.Rejected {
 			logger.Warn("the Admin API "+l.what+" does not load; keeping the last good one", "err", err)
 		}
 		return nil
 	}).Run(ctx)
 }
 
-// update loads the value from c unless c is the content tried last, and
-// returns why it did not load. A failure keeps the last good value.
-func (l *loaded[T]) update(c filewatch.Content) error {
-	key := c.Key()
-	if last := l.tried.Load(); last != nil && *last == key {
-		return nil
-	}
-	l.tried.Store(&key)
-	err := c.Err()
-	var v T
-	if err == nil {
-		v, err = l.load(c.Files)
-	}
-	if err != nil {
-		err = fmt.Errorf("tls: loading %s: %w", strings.Join(l.paths, ", "), err)
-		if cur := l.current.Load(); cur == nil || cur.err != nil {
-			l.current.Store(&result[T]{err: err})
+// update loads the value from c unless c is the content in use or the
+// bad content tried last. A failure keeps the last good value.
+func (l *loaded[T]) update(c filewatch.Content) (lastgood.Outcome, error) {
+	return l.value.Offer(c.Key(), func() (T, error) {
+		err := c.Err()
+		var v T
+		if err == nil {
+			v, err = l.load(c.Files)
 		}
-		return err
-	}
-	l.current.Store(&result[T]{value: v})
-	return nil
+		if err != nil {
+			return v, &filesError{paths: l.paths, err: err}
+		}
+		return v, nil
+	})
 }
 
 // page is one page of GET /services.
@@ -340,17 +330,35 @@ func (c *Client) page(ctx context.Context, offset string, budget *int64) (*page,
 	return &p, nil
 }
 
+// classify tells a failed round trip's kind by the types of the errors it
+// wraps, never by their text. A handshake that crypto/tls ends with an
+// error of no type of its own (a protocol version or cipher suite the
+// two sides do not share) counts as connect.
 func classify(ctx context.Context, err error) string {
-	var netErr net.Error
-	var verifyErr *tls.CertificateVerificationError
-	var recordErr tls.RecordHeaderError
-	var unknownCA x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
+	var (
+		netErr     net.Error
+		opErr      *net.OpError
+		files      *filesError
+		verify     *tls.CertificateVerificationError
+		record     tls.RecordHeaderError
+		alert      tls.AlertError
+		unknownCA  x509.UnknownAuthorityError
+		hostname   x509.HostnameError
+		invalid    x509.CertificateInvalidError
+		constraint x509.ConstraintViolationError
+		system     x509.SystemRootsError
+	)
 	switch {
 	case ctx.Err() != nil, errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
 		return KindTimeout
-	case errors.As(err, &verifyErr), errors.As(err, &recordErr), errors.As(err, &unknownCA), errors.As(err, &hostErr),
-		strings.Contains(err.Error(), "tls:"), strings.Contains(err.Error(), "x509:"):
+	case errors.As(err, &files),
+		errors.As(err, &verify), errors.As(err, &record), errors.As(err, &alert),
+		errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid),
+		errors.As(err, &constraint), errors.As(err, &system),
+		// An alert the Admin API sent, such as "certificate required", or
+		// one sent to it: crypto/tls returns them as the net.OpError of a
+		// "remote error" or a "local error".
+		errors.As(err, &opErr) && (opErr.Op == "remote error" || opErr.Op == "local error"):
 		return KindTLS
 	}
 	return KindConnect

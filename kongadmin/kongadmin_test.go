@@ -1,24 +1,29 @@
 package kongadmin
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
@@ -177,7 +182,7 @@ func TestMutualTLS(t *testing.T) {
 	checkKind(t, err, KindTLS)
 	ctx, cancel := context.WithCancel(t.Context())
 	followed := make(chan struct{})
-	go func() { c.followFiles(ctx, slog.New(slog.DiscardHandler)); close(followed) }()
+	go func() { c.FollowFiles(ctx, slog.New(slog.DiscardHandler)); close(followed) }()
 	defer func() { cancel(); <-followed }()
 	good, goodKey, _ := ca.Issue(4, time.Now().Add(time.Hour))
 	if err := harness.WritePair(certFile, keyFile, good, goodKey); err != nil {
@@ -203,11 +208,12 @@ func TestMutualTLS(t *testing.T) {
 	checkKind(t, err, KindTLS)
 }
 
-// TestRefresherFollowsClientFiles: the Refresher's Run follows its Client's
-// CA and client certificate files; a file replaced by something that does
-// not load keeps the last good value in use, and a missing file at start
-// is an error until it appears.
-func TestRefresherFollowsClientFiles(t *testing.T) {
+// TestClientFollowsFiles: FollowFiles, which the caller runs beside the
+// Refresher, follows the Client's CA and client certificate files; a file
+// replaced by something that does not load keeps the last good value in
+// use and is logged once, and a missing file at start is an error until it
+// appears.
+func TestClientFollowsFiles(t *testing.T) {
 	ca, err := harness.NewCA()
 	if err != nil {
 		t.Fatal(err)
@@ -236,10 +242,10 @@ func TestRefresherFollowsClientFiles(t *testing.T) {
 		t.Fatalf("serial %d at start, want 1", serial())
 	}
 
-	r := NewRefresher(c, Options{Interval: time.Hour})
+	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
-	go func() { r.Run(ctx); close(done) }()
+	go func() { c.FollowFiles(ctx, slog.New(slog.NewTextHandler(logs, nil))); close(done) }()
 	defer func() { cancel(); <-done }()
 
 	if err := os.WriteFile(caFile, ca.CertPEM, 0o644); err != nil {
@@ -256,8 +262,8 @@ func TestRefresherFollowsClientFiles(t *testing.T) {
 	if err := harness.WritePair(certFile, keyFile, []byte("not a certificate"), key2); err != nil {
 		t.Fatal(err)
 	}
-	broken := filewatch.Read(certFile, keyFile).Key()
-	waitFor(t, "the broken pair to be tried", func() bool { return *c.pair.tried.Load() == broken })
+	const rejected = "the Admin API client certificate does not load; keeping the last good one"
+	waitFor(t, "the broken pair to be tried", func() bool { return strings.Contains(logs.String(), rejected) })
 	if serial() != 2 {
 		t.Errorf("serial %d with a broken pair, want the last good 2", serial())
 	}
@@ -266,6 +272,58 @@ func TestRefresherFollowsClientFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the next good client certificate", func() bool { return serial() == 3 })
+	if n := strings.Count(logs.String(), rejected); n != 1 {
+		t.Errorf("the broken pair was logged %d times, want once:\n%s", n, logs)
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a logger writes to while a test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestClassify: the kind of an error is told by the types it wraps, not
+// by its text: a host named x509 is not a TLS problem.
+func TestClassify(t *testing.T) {
+	dial := func(err error) error {
+		return &url.Error{Op: "Get", URL: "https://kong:8444/services", Err: &net.OpError{Op: "dial", Net: "tcp", Err: err}}
+	}
+	cert := &x509.Certificate{}
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"refused", dial(syscall.ECONNREFUSED), KindConnect},
+		{"a host named x509", dial(&net.DNSError{Err: "no such host", Name: "x509", IsNotFound: true}), KindConnect},
+		{"text that looks like tls", errors.New("tls: x509: but no type"), KindConnect},
+		{"unknown authority", &url.Error{Op: "Get", Err: x509.UnknownAuthorityError{Cert: cert}}, KindTLS},
+		{"hostname", &url.Error{Op: "Get", Err: x509.HostnameError{Certificate: cert, Host: "kong"}}, KindTLS},
+		{"expired", &url.Error{Op: "Get", Err: x509.CertificateInvalidError{Cert: cert, Reason: x509.Expired}}, KindTLS},
+		{"verification", &url.Error{Op: "Get", Err: &tls.CertificateVerificationError{Err: errors.New("x")}}, KindTLS},
+		{"plain HTTP answered", &url.Error{Op: "Get", Err: tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}}, KindTLS},
+		{"alert received", &url.Error{Op: "Get", Err: &net.OpError{Op: "remote error", Err: tls.AlertError(116)}}, KindTLS},
+		{"files", &url.Error{Op: "Get", Err: &filesError{paths: []string{"ca.pem"}, err: errors.New("no PEM")}}, KindTLS},
+		{"deadline", &url.Error{Op: "Get", Err: context.DeadlineExceeded}, KindTimeout},
+	}
+	for _, tc := range tests {
+		if got := classify(t.Context(), tc.err); got != tc.want {
+			t.Errorf("%s: classify(%v) = %s, want %s", tc.name, tc.err, got, tc.want)
+		}
+	}
 }
 
 func TestErrorKinds(t *testing.T) {

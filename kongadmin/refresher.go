@@ -136,22 +136,10 @@ func (r *Refresher) Rewriter(base *relabel.Rewriter) *relabel.Rewriter {
 	return r.rewriter
 }
 
-// fileFollower is a Lister with files to follow, as a *Client with a CA or
-// a client certificate is.
-type fileFollower interface {
-	followFiles(ctx context.Context, logger *slog.Logger)
-}
-
 // Run refreshes at once, then every Interval and on nudges, one refresh at
-// a time, until ctx is done. When the Lister is a *Client, Run also follows
-// its CA and client certificate files, and returns once that has stopped
-// too.
+// a time, until ctx is done. It starts nothing else: a *Client's files are
+// followed by its FollowFiles, which the caller runs beside it.
 func (r *Refresher) Run(ctx context.Context) {
-	if f, ok := r.lister.(fileFollower); ok {
-		var wg sync.WaitGroup
-		defer wg.Wait()
-		wg.Go(func() { f.followFiles(ctx, r.logger) })
-	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var lastStart time.Time

@@ -9,10 +9,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,19 +21,13 @@ import (
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/inject"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/cli"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/routemap"
 )
 
 const program = "kong-metrics-injector"
 
-// Exit codes.
-const (
-	exitOK       = 0
-	exitFailure  = 1 // could not start or serve
-	exitSettings = 2 // bad flags or settings
-)
-
-func main() { os.Exit(run()) }
+func main() { os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr)) }
 
 // A build that -ldflags did not stamp (go build, go run, go test) has the
 // version dev in -version, build_info, the logs and the annotation on
@@ -45,42 +38,35 @@ func init() {
 	}
 }
 
-func run() int {
-	flags := flag.NewFlagSet(program, flag.ContinueOnError)
-	showVersion := flags.Bool("version", false, "print the version and exit")
-	flags.Usage = func() { usage(flags) }
-	if err := flags.Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitSettings
+// run is the program: flags from args, settings from environ, the exit
+// code as cli says (2 for any problem with flags or settings, all of them
+// reported at once).
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet(program, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() { usage(fs, stderr) }
+	if code, done := cli.Parse(fs, args); done {
+		return code
 	}
-	if flags.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "%s: unexpected arguments %q; settings come from INJECTOR_* variables (see -help)\n", program, flags.Args())
-		return exitSettings
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected arguments %q; settings come from %s* variables (see -help)\n", program, fs.Args(), inject.EnvPrefix)
+		return cli.ExitSettings
 	}
 	if *showVersion {
-		fmt.Println(version.Print(program))
-		return exitOK
+		fmt.Fprintln(stdout, version.Print(program))
+		return cli.ExitOK
 	}
-	settings, err := inject.LoadSettings(os.Environ())
+	settings, err := inject.LoadSettings(environ)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: invalid settings:\n%v\n", program, err)
-		return exitSettings
+		return cli.InvalidSettings(stderr, program, err)
 	}
-	logger := envconfig.NewLogger(os.Stderr, settings.LogSettings)
+	logger := envconfig.NewLogger(stderr, settings.LogSettings)
 
-	// The first SIGTERM starts a drain; stop() then restores the default
-	// action, so that a second one kills the process.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// Signals are caught before the certificate is read. SIGHUP only says
+	// why it is not needed: the certificate files are followed on their own.
+	ctx, hup, stop := cli.Signals(context.Background())
 	defer stop()
-	context.AfterFunc(ctx, stop)
-	// SIGHUP, whose default action is to exit, is caught too, before the
-	// certificate is read: the certificate files are followed on their
-	// own, so it only says so.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {
@@ -91,17 +77,16 @@ func run() int {
 			}
 		}
 	}()
-
 	if err := serve(ctx, settings, logger); err != nil {
-		logger.Error("Injector failed", "err", err)
-		return exitFailure
+		logger.Error("injector stopped", "err", err)
+		return cli.ExitFailure
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // serve wires the injector together and serves until ctx is done.
 func serve(ctx context.Context, s inject.Settings, logger *slog.Logger) error {
-	logger.Info("Starting", "version", version.Version, "revision", version.GetRevision(), "mode", s.SidecarMode, "image", s.SidecarImage)
+	logger.Info("starting", "version", version.Version, "revision", version.GetRevision(), "mode", s.SidecarMode, "image", s.SidecarImage)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := inject.NewMetrics(reg)
@@ -170,8 +155,7 @@ func restConfig(path string) (*rest.Config, error) {
 	return clientcmd.BuildConfigFromFlags("", path)
 }
 
-func usage(flags *flag.FlagSet) {
-	w := flags.Output()
+func usage(flags *flag.FlagSet, w io.Writer) {
 	fmt.Fprintf(w, "Usage: %s [-version]\n\n", program)
 	fmt.Fprintf(w, "A mutating admission webhook that adds the kong-metrics-sidecar container\n")
 	fmt.Fprintf(w, "to pods labelled %s: \"true\".\n\nFlags:\n", inject.LabelInject)

@@ -138,11 +138,11 @@ func TestServes(t *testing.T) {
 	}
 	t.Cleanup(func() { p.Stop(hangTimeout) })
 	// The kernel picks both ports; the injector logs them.
-	webhookAddr, err := p.LoggedValue(hangTimeout, "webhook", "msg", "Serving")
+	webhookAddr, err := p.LoggedValue(hangTimeout, "webhook", "msg", "serving")
 	if err != nil {
 		t.Fatal(err)
 	}
-	metricsAddr, err := p.LoggedValue(hangTimeout, "metrics", "msg", "Serving")
+	metricsAddr, err := p.LoggedValue(hangTimeout, "metrics", "msg", "serving")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestServes(t *testing.T) {
 	if err := p.Wait(hangTimeout); err != nil {
 		t.Fatalf("after SIGTERM: %v\n%s", err, p.Output())
 	}
-	for _, want := range []string{`"msg":"Loaded the serving certificate"`, `"msg":"Injected the sidecar"`, `"msg":"Shutting down"`} {
+	for _, want := range []string{`"msg":"loaded the serving certificate"`, `"msg":"injected the sidecar"`, `"msg":"shutting down"`} {
 		if !strings.Contains(p.Output(), want) {
 			t.Errorf("logs do not contain %s:\n%s", want, p.Output())
 		}
@@ -250,7 +250,7 @@ func TestSIGHUPDoesNotKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Stop(hangTimeout) })
-	webhookAddr, err := p.LoggedValue(hangTimeout, "webhook", "msg", "Serving")
+	webhookAddr, err := p.LoggedValue(hangTimeout, "webhook", "msg", "serving")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -205,4 +206,53 @@ func metricValue(body, series string) float64 {
 		return -1
 	}
 	return v
+}
+
+// TestAdminAPICAFileFollowed: the sidecar follows the Admin API's CA file
+// (main starts the Client's FollowFiles): missing at start, every refresh
+// fails as tls; once written, the Admin API is read without a restart.
+func TestAdminAPICAFileFollowed(t *testing.T) {
+	bin := buildSidecar(t)
+	kong := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_, _ = io.WriteString(w, adminKongPage)
+	}))
+	defer kong.Close()
+	adminSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, adminServices)
+	}))
+	defer adminSrv.Close()
+	dir := t.TempDir()
+	configFile, caFile := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(configFile, []byte(adminExtension), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr, p := startSidecar(t, bin,
+		"SIDECAR_UPSTREAM_URL="+kong.URL+"/metrics",
+		"SIDECAR_CONFIG_FILE="+configFile,
+		"SIDECAR_KONG_ADMIN_URL="+adminSrv.URL,
+		"SIDECAR_KONG_ADMIN_CA_FILE="+caFile,
+		"SIDECAR_KONG_ADMIN_REFRESH_INTERVAL=100ms",
+		"SIDECAR_LOG_FORMAT=text",
+	)
+	waitMetric := func(what, series string, cond func(float64) bool) {
+		t.Helper()
+		deadline := time.Now().Add(hangTimeout)
+		for {
+			body, err := harness.Get(t.Context(), "http://"+addr+"/metrics")
+			if err == nil && cond(metricValue(string(body), series)) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not in time (%v); sidecar output:\n%s", what, err, p.Output())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitMetric("tls errors while the CA file is missing", `kong_metrics_sidecar_admin_api_refresh_errors_total{kind="tls"}`, func(v float64) bool { return v >= 1 })
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: adminSrv.Certificate().Raw})
+	if err := os.WriteFile(caFile, ca, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric("the Admin API read once the CA file is there", "kong_metrics_sidecar_admin_api_up", func(v float64) bool { return v == 1 })
 }

@@ -15,10 +15,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/config"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/cli"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/kongadmin"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
@@ -53,54 +53,63 @@ func init() {
 	}
 }
 
+// run is the program: flags from args, settings from environ, the exit
+// code as cli says (2 for any problem with flags or settings, all of them
+// reported at once).
 func run(args, environ []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet(program, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	checkConfig := fs.String("check-config", "", "validate an extension `FILE`, print what it selects and exit (1 when invalid)")
+	checkConfig := fs.String("check-config", "", "validate an extension `FILE`, print what it selects and exit (1 when invalid or when it enables nothing)")
 	checkRoutes := fs.String("routes", "", "with -check-config: a route mapping `FILE` (as the injector publishes it) to resolve with")
 	kongPage := fs.String("kong-page", "", "with -check-config: a page of Kong's /metrics, a `FILE or URL`; prints how each Kong service and upstream name on it resolves")
 	fs.Usage = func() { usage(fs, stderr) }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, done := cli.Parse(fs, args); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected arguments %q; settings come from %s* variables (see -help)\n", program, fs.Args(), EnvPrefix)
+		return cli.ExitSettings
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, version.Print(program))
-		return 0
+		return cli.ExitOK
 	}
 	if *checkConfig != "" {
 		return check(*checkConfig, *checkRoutes, *kongPage, stdout, stderr)
 	}
 	if *checkRoutes != "" || *kongPage != "" {
 		fmt.Fprintf(stderr, "%s: -routes and -kong-page go with -check-config\n", program)
-		return 2
+		return cli.ExitSettings
 	}
 	settings, err := LoadSettings(environ)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: invalid settings:\n%v\n", program, err)
-		return 2
+		return cli.InvalidSettings(stderr, program, err)
 	}
 	logger := envconfig.NewLogger(stderr, settings.LogSettings)
-	if err := serve(settings, logger); err != nil {
-		logger.Error("sidecar stopped", "err", err)
-		return 1
-	}
-	return 0
-}
 
-func serve(settings Settings, logger *slog.Logger) error {
 	// Signals are caught before anything that can take time (reading the
 	// extension file, TLS files, listening): a SIGHUP during start-up is a
 	// reload once the watcher runs, a SIGTERM a clean exit, never a kill.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, hup, stop := cli.Signals(context.Background())
 	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	if err := serve(ctx, hup, settings, logger); err != nil {
+		logger.Error("sidecar stopped", "err", err)
+		return cli.ExitFailure
+	}
+	return cli.ExitOK
+}
 
+// serve wires the sidecar together and serves until ctx is done; hup asks
+// for a reload of the extension file.
+func serve(ctx context.Context, hup <-chan os.Signal, settings Settings, logger *slog.Logger) error {
+	logger.Info("starting", "version", version.Version, "revision", version.GetRevision())
+	// Every goroutine serve starts ends before it returns: on the way out
+	// the context is cancelled first, then they are waited for.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -125,12 +134,14 @@ func serve(settings Settings, logger *slog.Logger) error {
 		if err != nil {
 			return err
 		}
+		adminLogger := logger.With("component", "kongadmin")
 		admin := kongadmin.NewRefresher(client, kongadmin.Options{
 			Interval: settings.KongAdminRefreshInterval,
 			Registry: reg,
-			Logger:   logger.With("component", "kongadmin"),
+			Logger:   adminLogger,
 		})
-		go admin.Run(ctx)
+		wg.Go(func() { client.FollowFiles(ctx, adminLogger) }) // the CA and client certificate files
+		wg.Go(func() { admin.Run(ctx) })
 		// A Rewriter per (extension snapshot, Admin API mapping) pair, so
 		// its resolution cache never outlives either.
 		rewriter = func() *relabel.Rewriter { return admin.Rewriter(store.Load().Rewriter) }
@@ -181,8 +192,8 @@ func serve(settings Settings, logger *slog.Logger) error {
 
 	// One goroutine does every reload: file events, the poll and SIGHUP.
 	watcher := config.NewWatcher(store, config.WatchOptions{PollInterval: settings.ConfigPollInterval, Logger: logger})
-	go watcher.Run(ctx)
-	go func() {
+	wg.Go(func() { watcher.Run(ctx) })
+	wg.Go(func() {
 		for {
 			select {
 			case <-hup:
@@ -192,7 +203,7 @@ func serve(settings Settings, logger *slog.Logger) error {
 				return
 			}
 		}
-	}()
+	})
 
 	// TLS and basic auth, when the web configuration file asks for them,
 	// the Prometheus ecosystem's way: certificates are re-read on each new
@@ -204,17 +215,16 @@ func serve(settings Settings, logger *slog.Logger) error {
 		WebConfigFile:      &webConfigFile,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- web.Serve(ln, srv, webFlags, logger) }()
+	wg.Go(func() { errc <- web.Serve(ln, srv, webFlags, logger) })
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
-	// From here on a second SIGTERM kills the process at once.
-	stop()
+	// From here on a second SIGTERM kills the process at once (cli.Signals).
 	logger.Info("shutting down: finishing in-flight scrapes", "grace", shutdownGrace)
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancelShutdown()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shutting down: %w", err)
 	}
@@ -235,7 +245,11 @@ func check(path, routesPath, kongPage string, stdout, stderr io.Writer) int {
 	}
 	var lines []string
 	for svc, fams := range ext.Selection.Services {
-		lines = append(lines, fmt.Sprintf("selects Service %s: %s → %s", svc, fams, strings.Join(relabel.FamilyNames(fams), ", ")))
+		kept := strings.Join(relabel.FamilyNames(fams), ", ")
+		if kept == "" {
+			kept = "no series kept"
+		}
+		lines = append(lines, fmt.Sprintf("selects Service %s: %s → %s", svc, fams, kept))
 	}
 	for kong, svc := range ext.Selection.Mappings {
 		lines = append(lines, fmt.Sprintf("maps Kong service %q to Service %s", kong, svc))
@@ -243,6 +257,15 @@ func check(path, routesPath, kongPage string, stdout, stderr io.Writer) int {
 	slices.Sort(lines)
 	for _, l := range lines {
 		fmt.Fprintln(stdout, l)
+	}
+	// A document that enables nothing is valid, and the sidecar takes it,
+	// but it is the mistake of a missing or misplaced config: block, so
+	// the check fails on it.
+	for _, w := range ext.Warnings {
+		fmt.Fprintf(stderr, "%s: %s\n", path, w)
+	}
+	if len(ext.Warnings) > 0 {
+		return cli.ExitFailure
 	}
 	var routes *config.Extension
 	if routesPath != "" {

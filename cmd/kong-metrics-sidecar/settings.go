@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -36,38 +37,34 @@ type Settings struct {
 	KongAdminRefreshInterval time.Duration    `env:"KONG_ADMIN_REFRESH_INTERVAL" envDefault:"30s" help:"how often the Admin API's services are read again"`
 }
 
-// LoadSettings reads the sidecar's settings from environ.
+// LoadSettings reads the sidecar's settings from environ. The error lists
+// every problem, one a line, each naming its variable.
 func LoadSettings(environ []string) (Settings, error) {
 	s, err := envconfig.ParseEnv[Settings](EnvPrefix, environ)
-	if err != nil {
-		return s, err
-	}
-	if s.ScrapeTimeout <= 0 {
-		return s, fmt.Errorf("%sSCRAPE_TIMEOUT=%s: must be positive", EnvPrefix, s.ScrapeTimeout)
-	}
-	if s.ConfigPollInterval <= 0 {
-		return s, fmt.Errorf("%sCONFIG_POLL_INTERVAL=%s: must be positive", EnvPrefix, s.ConfigPollInterval)
-	}
-	if s.MinFetchInterval < 0 {
-		return s, fmt.Errorf("%sMIN_FETCH_INTERVAL=%s: must not be negative", EnvPrefix, s.MinFetchInterval)
-	}
-	if s.KongAdminURL != "" {
-		var u envconfig.URL
-		if err := u.UnmarshalText([]byte(s.KongAdminURL)); err != nil {
-			return s, fmt.Errorf("%sKONG_ADMIN_URL=%s: %w", EnvPrefix, envconfig.Redact(s.KongAdminURL), err)
+	errs := []error{err}
+	// check reports problem for the variable name unless ParseEnv refused
+	// its value already (the field then holds its zero value).
+	check := func(name string, bad bool, format string, args ...any) {
+		if bad && !envconfig.Invalid(err, EnvPrefix+name) {
+			errs = append(errs, fmt.Errorf("%s%s"+format, append([]any{EnvPrefix, name}, args...)...))
 		}
 	}
-	if (s.KongAdminCertFile == "") != (s.KongAdminKeyFile == "") {
-		return s, fmt.Errorf("%sKONG_ADMIN_CERT_FILE and %sKONG_ADMIN_KEY_FILE must be set together", EnvPrefix, EnvPrefix)
+	if addrErr := envconfig.CheckListenAddr(s.ListenAddr); addrErr != nil {
+		check("LISTEN_ADDR", true, "=%q: %v", s.ListenAddr, addrErr)
 	}
-	if s.KongAdminRefreshInterval <= 0 {
-		return s, fmt.Errorf("%sKONG_ADMIN_REFRESH_INTERVAL=%s: must be positive", EnvPrefix, s.KongAdminRefreshInterval)
+	check("SCRAPE_TIMEOUT", s.ScrapeTimeout <= 0, "=%s: must be positive, such as 10s", s.ScrapeTimeout)
+	check("CONFIG_POLL_INTERVAL", s.ConfigPollInterval <= 0, "=%s: must be positive, such as 30s", s.ConfigPollInterval)
+	check("MIN_FETCH_INTERVAL", s.MinFetchInterval < 0, "=%s: must not be negative; 0s fetches Kong for every scrape", s.MinFetchInterval)
+	if s.KongAdminURL != "" {
+		var u envconfig.URL
+		if urlErr := u.UnmarshalText([]byte(s.KongAdminURL)); urlErr != nil {
+			check("KONG_ADMIN_URL", true, "=%s: %v", envconfig.Redact(s.KongAdminURL), urlErr)
+		}
 	}
-	if s.MaxUpstreamBytes <= 0 {
-		return s, fmt.Errorf("%sMAX_UPSTREAM_BYTES=%d: must be positive", EnvPrefix, s.MaxUpstreamBytes)
-	}
-	if s.MaxUpstreamBytes > MaxUpstreamBytesCeiling {
-		return s, fmt.Errorf("%sMAX_UPSTREAM_BYTES=%d: must be at most %d (1024TiB)", EnvPrefix, s.MaxUpstreamBytes, MaxUpstreamBytesCeiling)
-	}
-	return s, nil
+	check("KONG_ADMIN_CERT_FILE", (s.KongAdminCertFile == "") != (s.KongAdminKeyFile == ""),
+		" and %sKONG_ADMIN_KEY_FILE must be set together", EnvPrefix)
+	check("KONG_ADMIN_REFRESH_INTERVAL", s.KongAdminRefreshInterval <= 0, "=%s: must be positive, such as 30s", s.KongAdminRefreshInterval)
+	check("MAX_UPSTREAM_BYTES", s.MaxUpstreamBytes <= 0, "=%d: must be positive, such as 1GiB", s.MaxUpstreamBytes)
+	check("MAX_UPSTREAM_BYTES", s.MaxUpstreamBytes > MaxUpstreamBytesCeiling, "=%d: must be at most %d (1024TiB)", s.MaxUpstreamBytes, MaxUpstreamBytesCeiling)
+	return s, errors.Join(errs...)
 }
