@@ -1,3 +1,5 @@
+//go:build integration
+
 // Package integration runs the real sidecar binary against a fake Kong.
 package integration
 
