@@ -543,73 +543,78 @@ func TestWatcherKeepsLastGood(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			dir := t.TempDir()
-			aw := &kubelet.AtomicWriter{Dir: dir}
-			path := filepath.Join(dir, "config.yaml")
-			write := func(payload map[string][]byte) {
-				t.Helper()
-				if err := aw.Write(payload); err != nil {
-					t.Fatal(err)
-				}
-			}
-			write(map[string][]byte{"config.yaml": commandLatency})
-			w := watch(t, path, WatchOptions{PollInterval: 50 * time.Millisecond, Debounce: 20 * time.Millisecond}, false)
-			waitFor(t, hangTimeout, "the good file is used", func() bool { return w.inUse() == sha(commandLatency) })
-			successTS := w.metric(t, "kong_metrics_sidecar_config_last_reload_success_timestamp_seconds")
-			if successTS <= 0 {
-				t.Errorf("config_last_reload_success_timestamp_seconds = %v after a success", successTS)
-			}
-			successes := w.successes(t)
-
-			write(tc.payload)
-			waitFor(t, hangTimeout, "the bad file is rejected", func() bool { return w.failures(t) == 1 })
-			// Polls go on; a forced reload of the same content fails again
-			// (but is not counted again).
-			if err := w.watcher.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), tc.reason) {
-				t.Errorf("Reload() = %v, want an error containing %q", err, tc.reason)
-			}
-			time.Sleep(150 * time.Millisecond)
-			if got := w.inUse(); got != sha(commandLatency) {
-				t.Fatalf("in use %.8s, want the last good %.8s", got, sha(commandLatency))
-			}
-			if got := w.metric(t, "kong_metrics_sidecar_config_last_reload_successful"); got != 0 {
-				t.Errorf("config_last_reload_successful = %v, want 0", got)
-			}
-			if got := w.failures(t); got != 1 {
-				t.Errorf("%v failed reloads, want 1: the same bad content is counted once, whether polled or forced", got)
-			}
-			if got := w.metric(t, "kong_metrics_sidecar_config_info", "sha256", sha(commandLatency)); got != 1 {
-				t.Errorf("config_info of the last good file = %v, want 1", got)
-			}
-			rejected := func() []string {
-				var lines []string
-				for line := range strings.Lines(w.logs.String()) {
-					if strings.Contains(line, "extension file rejected") {
-						lines = append(lines, line)
+			// In a synctest bubble, without file events (which a bubble cannot
+			// wait for): the poll finds each write, and the waits below cost
+			// no wall-clock time.
+			synctest.Test(t, func(t *testing.T) {
+				dir := t.TempDir()
+				aw := &kubelet.AtomicWriter{Dir: dir}
+				path := filepath.Join(dir, "config.yaml")
+				write := func(payload map[string][]byte) {
+					t.Helper()
+					if err := aw.Write(payload); err != nil {
+						t.Fatal(err)
 					}
 				}
-				return lines
-			}
-			if lines := rejected(); len(lines) != 1 {
-				t.Errorf("%d rejections logged, want 1:\n%s", len(lines), strings.Join(lines, ""))
-			} else if !strings.Contains(lines[0], path) || !strings.Contains(lines[0], tc.reason) {
-				t.Errorf("the rejection %q does not name the path %s and the reason %q", lines[0], path, tc.reason)
-			}
+				write(map[string][]byte{"config.yaml": commandLatency})
+				w := watch(t, path, WatchOptions{PollInterval: 50 * time.Millisecond, Debounce: 20 * time.Millisecond}, true)
+				waitFor(t, hangTimeout, "the good file is used", func() bool { return w.inUse() == sha(commandLatency) })
+				successTS := w.metric(t, "kong_metrics_sidecar_config_last_reload_success_timestamp_seconds")
+				if successTS <= 0 {
+					t.Errorf("config_last_reload_success_timestamp_seconds = %v after a success", successTS)
+				}
+				successes := w.successes(t)
 
-			write(map[string][]byte{"config.yaml": billingStatus})
-			waitFor(t, hangTimeout, "the next good file is used", func() bool { return w.inUse() == sha(billingStatus) })
-			if got := w.successes(t); got != successes+1 {
-				t.Errorf("%v successful reloads, want 1", got-successes)
-			}
-			if got := w.metric(t, "kong_metrics_sidecar_config_last_reload_successful"); got != 1 {
-				t.Errorf("config_last_reload_successful = %v, want 1", got)
-			}
-			if got := w.metric(t, "kong_metrics_sidecar_config_last_reload_success_timestamp_seconds"); got <= successTS {
-				t.Errorf("config_last_reload_success_timestamp_seconds = %v, want after %v", got, successTS)
-			}
-			if _, ok := gathered(t, w.reg, "kong_metrics_sidecar_config_info", "sha256", sha(commandLatency)); ok {
-				t.Errorf("config_info still has the previous file's hash")
-			}
+				write(tc.payload)
+				waitFor(t, hangTimeout, "the bad file is rejected", func() bool { return w.failures(t) == 1 })
+				// Polls go on; a forced reload of the same content fails again
+				// (but is not counted again).
+				if err := w.watcher.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), tc.reason) {
+					t.Errorf("Reload() = %v, want an error containing %q", err, tc.reason)
+				}
+				time.Sleep(150 * time.Millisecond)
+				if got := w.inUse(); got != sha(commandLatency) {
+					t.Fatalf("in use %.8s, want the last good %.8s", got, sha(commandLatency))
+				}
+				if got := w.metric(t, "kong_metrics_sidecar_config_last_reload_successful"); got != 0 {
+					t.Errorf("config_last_reload_successful = %v, want 0", got)
+				}
+				if got := w.failures(t); got != 1 {
+					t.Errorf("%v failed reloads, want 1: the same bad content is counted once, whether polled or forced", got)
+				}
+				if got := w.metric(t, "kong_metrics_sidecar_config_info", "sha256", sha(commandLatency)); got != 1 {
+					t.Errorf("config_info of the last good file = %v, want 1", got)
+				}
+				rejected := func() []string {
+					var lines []string
+					for line := range strings.Lines(w.logs.String()) {
+						if strings.Contains(line, "extension file rejected") {
+							lines = append(lines, line)
+						}
+					}
+					return lines
+				}
+				if lines := rejected(); len(lines) != 1 {
+					t.Errorf("%d rejections logged, want 1:\n%s", len(lines), strings.Join(lines, ""))
+				} else if !strings.Contains(lines[0], path) || !strings.Contains(lines[0], tc.reason) {
+					t.Errorf("the rejection %q does not name the path %s and the reason %q", lines[0], path, tc.reason)
+				}
+
+				write(map[string][]byte{"config.yaml": billingStatus})
+				waitFor(t, hangTimeout, "the next good file is used", func() bool { return w.inUse() == sha(billingStatus) })
+				if got := w.successes(t); got != successes+1 {
+					t.Errorf("%v successful reloads, want 1", got-successes)
+				}
+				if got := w.metric(t, "kong_metrics_sidecar_config_last_reload_successful"); got != 1 {
+					t.Errorf("config_last_reload_successful = %v, want 1", got)
+				}
+				if got := w.metric(t, "kong_metrics_sidecar_config_last_reload_success_timestamp_seconds"); got <= successTS {
+					t.Errorf("config_last_reload_success_timestamp_seconds = %v, want after %v", got, successTS)
+				}
+				if _, ok := gathered(t, w.reg, "kong_metrics_sidecar_config_info", "sha256", sha(commandLatency)); ok {
+					t.Errorf("config_info still has the previous file's hash")
+				}
+			})
 		})
 	}
 }
