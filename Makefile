@@ -42,7 +42,8 @@ build:
 	$(BUILD) -o bin/ ./cmd/... ./integration/cmd/...
 
 # The main job on a built-in default: Kong simulator + sidecar + the
-# tutorial's traffic, printing the enriched series and the mean latency.
+# tutorial's traffic, printing Kong's series beside the sidecar's, the
+# series dropped by reason and what the tutorial's HPA would read.
 demo: build
 	bin/demo -bin bin
 
@@ -178,12 +179,21 @@ dashboard-png: prometheus-bin
 
 # The Helm chart (charts/kong-metrics-sidecar) with the Helm SDK: lint, the
 # renderings decoded strictly against their golden files, the schema, the
-# generated certificate across upgrades, the same objects as manifests/, and
+# generated certificate across upgrades, the files make manifests generates
+# from it current (and every kustomize install the same objects), and
 # helm install, upgrade and uninstall on a real API server (the end-to-end
 # test's control plane). A module of its own (charts/test), so that Helm
 # stays out of go.mod.
 test-chart: bins
 	$(call with-bins,bin/test-bins.env) cd charts/test && $(GO) test -count=1 ./...
+
+# The files of manifests/ that the chart renders (manifests/README.md lists
+# them), written from charts/kong-metrics-sidecar with the Helm SDK by
+# charts/test/cmd/gen-manifests: the chart is their one source. Run it after
+# changing the chart; test-chart fails while a checked-in file is stale.
+.PHONY: manifests
+manifests:
+	cd charts/test && $(GO) run ./cmd/gen-manifests -chart $(CURDIR)/charts/kong-metrics-sidecar -out $(CURDIR)/manifests
 
 # The release (docs/versioning.md): one build, the same here and in the
 # release workflow (.github/workflows/release.yml). release-bins builds both

@@ -100,7 +100,7 @@ func ParseExtension(data []byte) (*Extension, error) {
 	sum := sha256.Sum256(data)
 	p := &parser{
 		ext: &Extension{
-			Selection: relabel.Selection{Services: map[relabel.Service]relabel.Family{}, Mappings: map[string]relabel.Service{}},
+			Selection: relabel.Selection{Services: map[relabel.Service]relabel.Metrics{}, Mappings: map[string]relabel.Service{}},
 			Hash:      hex.EncodeToString(sum[:]),
 		},
 		selectedBy: map[relabel.Service]string{},
@@ -206,7 +206,7 @@ func (p *parser) extension(doc *yaml.Node, f map[string]*yaml.Node) {
 	p.stringMap(md["annotations"], "metadata.annotations")
 
 	spec := p.fields(p.required(f["spec"], "spec", doc), "spec", "serviceSelector", "config")
-	var flags relabel.Family
+	var flags relabel.Metrics
 	cfg := p.fields(spec["config"], "spec.config", configFields...)
 	for _, flag := range relabel.Flags {
 		if p.boolean(cfg[flag.String()], "spec.config."+flag.String()) {

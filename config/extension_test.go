@@ -14,11 +14,11 @@ func TestParseExtensionValid(t *testing.T) {
 	tests := []struct {
 		file      string
 		documents int
-		services  map[relabel.Service]relabel.Family
+		services  map[relabel.Service]relabel.Metrics
 		mappings  map[string]relabel.Service
 	}{
-		{"good-tutorial.yaml", 1, map[relabel.Service]relabel.Family{{Namespace: "kong", Name: "command"}: relabel.Latency}, nil},
-		{"good-multi.yaml", 3, map[relabel.Service]relabel.Family{
+		{"good-tutorial.yaml", 1, map[relabel.Service]relabel.Metrics{{Namespace: "kong", Name: "command"}: relabel.Latency}, nil},
+		{"good-multi.yaml", 3, map[relabel.Service]relabel.Metrics{
 			{Namespace: "kong", Name: "command"}:    relabel.Latency | relabel.StatusCode,
 			{Namespace: "default", Name: "billing"}: relabel.Bandwidth | relabel.UpstreamHealth,
 			{Namespace: "default", Name: "echo"}:    relabel.Bandwidth | relabel.UpstreamHealth,
@@ -100,7 +100,7 @@ func TestLoadExtensionMissing(t *testing.T) {
 // its name and selects that flag, and nothing else.
 func TestConfigFlags(t *testing.T) {
 	command := relabel.Service{Namespace: "kong", Name: "command"}
-	f := func(config string, want relabel.Family) {
+	f := func(config string, want relabel.Metrics) {
 		t.Helper()
 		doc := "kind: DataPlaneMetricsExtension\napiVersion: gateway-operator.konghq.com/v1alpha1\n" +
 			"metadata: {namespace: kong}\nspec:\n  serviceSelector: {matchNames: [{name: command}]}\n  config: {" + config + "}\n"

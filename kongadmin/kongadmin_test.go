@@ -346,7 +346,7 @@ func TestRefreshMetricsAndVersions(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	l := newFakeLister()
 	r := NewRefresher(l, Options{Registry: reg})
-	base := relabel.New(relabel.Selection{Services: map[relabel.Service]relabel.Family{tagged.Service: relabel.StatusCode}})
+	base := relabel.New(relabel.Selection{Services: map[relabel.Service]relabel.Metrics{tagged.Service: relabel.StatusCode}})
 
 	// Down at start: the mapping stays empty, the error is counted.
 	l.answers <- answer{err: &Error{Kind: KindConnect, Err: errors.New("refused")}}
@@ -411,7 +411,7 @@ func TestNudgeOnUnseenName(t *testing.T) {
 
 	<-l.calls // the first refresh, at once
 	l.answers <- answer{tags: map[string]relabel.Tag{}}
-	base := relabel.New(relabel.Selection{Services: map[relabel.Service]relabel.Family{tagged.Service: relabel.StatusCode}})
+	base := relabel.New(relabel.Selection{Services: map[relabel.Service]relabel.Metrics{tagged.Service: relabel.StatusCode}})
 	line := []byte(`kong_http_requests_total{service="httproute.kong.command.0",code="200"} 1`)
 
 	// The Admin API answers the nudged refresh only after the scrape is

@@ -21,7 +21,7 @@ import (
 // page, or all of them when n is 0.
 func pageSelection(routes, n int) relabel.Selection {
 	svcs := kongsim.PageServices(routes)
-	sel := relabel.Selection{Services: map[relabel.Service]relabel.Family{}, Mappings: map[string]relabel.Service{}}
+	sel := relabel.Selection{Services: map[relabel.Service]relabel.Metrics{}, Mappings: map[string]relabel.Service{}}
 	pick := svcs
 	if n > 0 {
 		pick = nil

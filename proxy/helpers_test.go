@@ -86,11 +86,11 @@ var (
 
 // commandLatency is the selection of Kong's autoscaling tutorial.
 func commandLatency() *relabel.Rewriter {
-	return relabel.New(relabel.Selection{Services: map[relabel.Service]relabel.Family{command: relabel.Latency}})
+	return relabel.New(relabel.Selection{Services: map[relabel.Service]relabel.Metrics{command: relabel.Latency}})
 }
 
 func billingBandwidth() *relabel.Rewriter {
-	return relabel.New(relabel.Selection{Services: map[relabel.Service]relabel.Family{billing: relabel.Bandwidth}})
+	return relabel.New(relabel.Selection{Services: map[relabel.Service]relabel.Metrics{billing: relabel.Bandwidth}})
 }
 
 func readFixture(t *testing.T) []byte {

@@ -151,7 +151,7 @@ func endlessKeptPage(w http.ResponseWriter, r *http.Request) {
 // not near SIDECAR_MAX_UPSTREAM_BYTES.
 func TestHeldAnswersBounded(t *testing.T) {
 	const held = 1 << 20
-	rw := relabel.New(relabel.Selection{Services: map[relabel.Service]relabel.Family{command: relabel.StatusCode}})
+	rw := relabel.New(relabel.Selection{Services: map[relabel.Service]relabel.Metrics{command: relabel.StatusCode}})
 	for _, keepPage := range []bool{false, true} {
 		t.Run(fmt.Sprintf("page kept %v", keepPage), func(t *testing.T) {
 			var endless atomic.Bool

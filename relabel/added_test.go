@@ -23,9 +23,8 @@ const (
 // TestAddedLabelsFromOneList checks that both paths write the labels of the
 // one list a Rewriter is built from: the same page, rewritten by a Rewriter
 // of addedLabels and one of otherAdditions, differs only in the added
-// labels, on the fast path (Kong's shape, the next bucket of a run, a tail
-// known from the page before) and on the slow path (escaped and non-ASCII
-// values) alike.
+// labels, on the fast path (Kong's shape, the next bucket of a run, again on
+// a second page) and on the slow path (escaped and non-ASCII values) alike.
 func TestAddedLabelsFromOneList(t *testing.T) {
 	const page = `kong_http_requests_total{service="kong.command.80",route="r",code="200",source="service",workspace="default",consumer=""} 5
 kong_upstream_latency_ms_bucket{service="kong.command.80",route="r",workspace="default",le="1"} 1
@@ -37,9 +36,9 @@ kong_http_requests_total{service="kong.command.80",route="r\"q",code="200"} 1
 kong_http_requests_total{service="kong.command.80",route="é",code="200"} 1
 kong_kong_latency_ms_bucket{route="r",service="kong.command.80",le="1"} 1
 `
-	sel := Selection{Services: map[Service]Family{command: Latency | StatusCode}}
+	sel := Selection{Services: map[Service]Metrics{command: Latency | StatusCode}}
 	def, other := New(sel), newRewriter(sel, otherAdditions)
-	for pass := range 2 { // the second pass finds the histogram's tails known
+	for pass := range 2 { // the second pass with the targets the first resolved
 		wantOut, wantStats := rewriteAll(def, []byte(page))
 		gotOut, gotStats := rewriteAll(other, []byte(page))
 		if wantStats.Kept != 9 || gotStats != wantStats {
@@ -60,7 +59,7 @@ kong_kong_latency_ms_bucket{route="r",service="kong.command.80",le="1"} 1
 // and with an escaped value (the slow path), while a name only the other
 // list adds is a label like any other.
 func TestReservedFromOneList(t *testing.T) {
-	sel := Selection{Services: map[Service]Family{command: StatusCode}}
+	sel := Selection{Services: map[Service]Metrics{command: StatusCode}}
 	f := func(added *additions, line string, want DropReason, kept bool) {
 		t.Helper()
 		out, stats := rewriteAll(newRewriter(sel, added), []byte(line+"\n"))

@@ -12,7 +12,7 @@ import (
 // cache's bound: the live heap with the Rewriter kept, after a GC, stays
 // near it however many pages pass (the generations before are garbage).
 func TestNameCacheBoundedUnderChurn(t *testing.T) {
-	rw := New(Selection{Services: map[Service]Family{command: ^Family(0)}})
+	rw := New(Selection{Services: map[Service]Metrics{command: ^Metrics(0)}})
 	var base runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&base)
@@ -39,7 +39,7 @@ func TestNameCacheBoundedUnderChurn(t *testing.T) {
 // cache takes leaves no more held than the bound, neither in the cache nor
 // through the targets' next links.
 func TestNameCacheBoundedOnOnePage(t *testing.T) {
-	rw := New(Selection{Services: map[Service]Family{command: ^Family(0)}})
+	rw := New(Selection{Services: map[Service]Metrics{command: ^Metrics(0)}})
 	var b strings.Builder
 	for i := range 2 * maxCachedTargets {
 		fmt.Fprintf(&b, "kong_http_requests_total{service=\"default.svc-%d-%s.80\",route=\"r\",code=\"200\"} 1\n", i, strings.Repeat("y", 100))

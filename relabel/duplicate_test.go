@@ -24,18 +24,18 @@ func TestDuplicateLabelNameDropped(t *testing.T) {
 		"last label twice in a run":      `kong_http_requests_total{service="kong.command.80",route="r",code="200",source="service",workspace="default",route="r"} 1`,
 		"le twice":                       `kong_upstream_latency_ms_bucket{service="kong.command.80",route="r",workspace="default",le="1",le="2"} 1`,
 		"bucket with a label twice":      `kong_upstream_latency_ms_bucket{service="kong.command.80",route="r",route="r",le="2"} 1`,
-		"count after a known tail":       `kong_upstream_latency_ms_count{service="kong.command.80",route="r",workspace="default",workspace="x"} 1`,
+		"count after a known series":     `kong_upstream_latency_ms_count{service="kong.command.80",route="r",workspace="default",workspace="x"} 1`,
 		"slow path (escaped value)":      `kong_http_requests_total{service="kong.command.80",route="a\\b",code="200",code="200"} 1`,
 		"upstream twice":                 `kong_upstream_target_health{upstream="echo",upstream="echo",target="t",address="a",state="healthy",subsystem="http"} 1`,
 		"more labels than the fast path": `kong_http_requests_total{service="kong.command.80",a="1",b="2",c="3",d="4",e="5",f="6",g="7",h="8",i="9",a="10"} 1`,
 	}
 	rw := New(Selection{
-		Services: map[Service]Family{command: Latency | StatusCode | UpstreamHealth},
+		Services: map[Service]Metrics{command: Latency | StatusCode | UpstreamHealth},
 		Mappings: map[string]Service{"echo": command},
 	})
 	for name, dup := range tests {
 		t.Run(name, func(t *testing.T) {
-			for pass := range 2 { // the second with the tails and runs the first remembered
+			for pass := range 2 { // the second with the targets and next links the first remembered
 				page := strings.Join([]string{good, bucket, dup, good, bucket}, "\n") + "\n"
 				out, stats := rewriteAll(rw, []byte(page))
 				if stats.Dropped[DropMalformed] != 1 || stats.Kept != 4 {

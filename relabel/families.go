@@ -6,15 +6,17 @@ import (
 	"strings"
 )
 
-// Family is one group of Kong metric families that a DataPlaneMetricsExtension
-// flag enables; a Family value with several bits set is a set of them.
-type Family uint8
+// Metrics is a set of the metric flags of a DataPlaneMetricsExtension's
+// spec.config (Kong Operator's MetricsConfig: latency, bandwidth,
+// upstreamHealth, statusCode), one bit each. Each flag keeps a group of Kong
+// metric families; a value with several bits set keeps all of theirs.
+type Metrics uint8
 
-// The flags of a DataPlaneMetricsExtension's spec.config. flagDefs says
-// which Kong families each keeps.
+// The flags of a DataPlaneMetricsExtension's spec.config, each a Metrics
+// with one bit set. flagDefs says which Kong families each keeps.
 const (
 	// Latency keeps Kong's latency histograms.
-	Latency Family = 1 << iota
+	Latency Metrics = 1 << iota
 	// StatusCode keeps Kong's request counter.
 	StatusCode
 	// Bandwidth keeps Kong's bandwidth counter.
@@ -25,15 +27,15 @@ const (
 
 // flagDef is one flag and the Kong families it keeps.
 type flagDef struct {
-	flag     Family
+	flag     Metrics
 	name     string   // the flag's field in spec.config
 	families []family // name, keyLabel and histogram; flag comes from the flagDef
 }
 
 // flagDefs are the flags, in the order of Kong's CRD, with the Kong
-// families each keeps. This is the one table of them: Flags, Family.String,
+// families each keeps. This is the one table of them: Flags, Metrics.String,
 // FamilyNames and the rewriter's families come from it, config decodes
-// spec.config by it, and a test checks the README's table against it.
+// spec.config by it, and a test checks docs/reference.md's table against it.
 var flagDefs = [...]flagDef{
 	{Latency, "latency", []family{
 		{name: "kong_upstream_latency_ms", keyLabel: "service", histogram: true},
@@ -45,9 +47,9 @@ var flagDefs = [...]flagDef{
 	{StatusCode, "statusCode", []family{{name: "kong_http_requests_total", keyLabel: "service"}}},
 }
 
-// Flags lists every flag, in the order of Kong's CRD; each one's String is
-// its field in spec.config.
-var Flags = func() (flags [len(flagDefs)]Family) {
+// Flags lists every flag, in the order of Kong's CRD, each a Metrics with
+// one bit set whose String is its field in spec.config.
+var Flags = func() (flags [len(flagDefs)]Metrics) {
 	for i, d := range flagDefs {
 		flags[i] = d.flag
 	}
@@ -55,10 +57,10 @@ var Flags = func() (flags [len(flagDefs)]Family) {
 }()
 
 // String lists the flags by their extension-file names, for logs and -check-config.
-func (fs Family) String() string {
+func (m Metrics) String() string {
 	var names []string
 	for _, d := range flagDefs {
-		if fs&d.flag != 0 {
+		if m&d.flag != 0 {
 			names = append(names, d.name)
 		}
 	}
@@ -68,11 +70,11 @@ func (fs Family) String() string {
 	return strings.Join(names, ",")
 }
 
-// FamilyNames lists the Kong family names a flag keeps, sorted.
-func FamilyNames(f Family) []string {
+// FamilyNames lists the Kong family names the flags of m keep, sorted.
+func FamilyNames(m Metrics) []string {
 	var names []string
 	for _, fam := range families {
-		if f&fam.flag != 0 {
+		if m&fam.flag != 0 {
 			names = append(names, fam.name)
 		}
 	}
@@ -81,9 +83,9 @@ func FamilyNames(f Family) []string {
 
 // family describes one Kong metric family the rewriter can keep.
 type family struct {
-	name      string // family name as in # HELP and # TYPE
-	flag      Family
-	keyLabel  string // the label naming the Kong service or upstream
+	name      string  // family name as in # HELP and # TYPE
+	flag      Metrics // the flag that keeps it
+	keyLabel  string  // the label naming the Kong service or upstream
 	histogram bool
 }
 

@@ -14,7 +14,7 @@ import (
 // TestFlags checks what comes from flagDefs: every flag a single bit, named
 // by String, keeping its families and no other flag's.
 func TestFlags(t *testing.T) {
-	var all Family
+	var all Metrics
 	for _, d := range flagDefs {
 		if d.flag == 0 || d.flag&(d.flag-1) != 0 || all&d.flag != 0 {
 			t.Errorf("flag %s is %#x: want a bit of its own", d.name, d.flag)
@@ -37,10 +37,10 @@ func TestFlags(t *testing.T) {
 			t.Errorf("Flags[%d] = %s, want %s", i, Flags[i], d.name)
 		}
 	}
-	f := func(fs Family, want string) {
+	f := func(m Metrics, want string) {
 		t.Helper()
-		if got := fs.String(); got != want {
-			t.Errorf("%#x.String() = %q, want %q", uint8(fs), got, want)
+		if got := m.String(); got != want {
+			t.Errorf("%#x.String() = %q, want %q", uint8(m), got, want)
 		}
 	}
 	f(0, "none")
@@ -56,18 +56,18 @@ func TestFlags(t *testing.T) {
 	}
 }
 
-// TestReadmeFlagTable checks the README's table of flags and the families
-// each keeps against flagDefs, row for row and family for family, and that
+// TestReadmeFlagTable checks docs/reference.md's table of flags and the
+// families each keeps against flagDefs, row for row and family for family, and that
 // the check finds a table that differs.
 func TestReadmeFlagTable(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join("..", "README.md")) // the repository's root
+	readme, err := os.ReadFile(filepath.Join("..", referenceDoc)) // from the repository's root
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, problem := range flagTableProblems(readmeFlagRows(t, readme)) {
-		t.Errorf("README.md: %s", problem)
+		t.Errorf("%s: %s", referenceDoc, problem)
 	}
-	// Each doctored table replaces old with new in the README.
+	// Each doctored table replaces old with new in the reference.
 	for desc, c := range map[string]struct{ old, new string }{
 		"a family missing":  {", `kong_kong_latency_ms`", ""},
 		"families reversed": {"`kong_upstream_latency_ms`, `kong_request_latency_ms`", "`kong_request_latency_ms`, `kong_upstream_latency_ms`"},
@@ -76,7 +76,7 @@ func TestReadmeFlagTable(t *testing.T) {
 	} {
 		doctored := strings.Replace(string(readme), c.old, c.new, 1)
 		if doctored == string(readme) {
-			t.Fatalf("%s: the README has no %q", desc, c.old)
+			t.Fatalf("%s: %s has no %q", desc, referenceDoc, c.old)
 		}
 		if len(flagTableProblems(readmeFlagRows(t, []byte(doctored)))) == 0 {
 			t.Errorf("%s: no problem found", desc)
@@ -106,7 +106,11 @@ func flagTableProblems(rows map[string][]string) []string {
 	return problems
 }
 
-// readmeFlagRows reads the table that follows the README's heading "Which
+// referenceDoc is where the users' reference keeps the table, from the
+// repository's root.
+const referenceDoc = "docs/reference.md"
+
+// readmeFlagRows reads the table that follows the reference's heading "Which
 // families each flag keeps": each row's flag and families, in backquotes.
 func readmeFlagRows(t *testing.T, readme []byte) map[string][]string {
 	t.Helper()
@@ -130,11 +134,11 @@ func readmeFlagRows(t *testing.T, readme []byte) map[string][]string {
 		}
 		cells := strings.Split(strings.Trim(line, "|"), "|")
 		if len(cells) != 2 {
-			t.Fatalf("README row %q: want two cells", line)
+			t.Fatalf("%s row %q: want two cells", referenceDoc, line)
 		}
 		flag := unquote(t, cells[0])
 		if _, dup := rows[flag]; dup {
-			t.Errorf("README: flag %s has two rows", flag)
+			t.Errorf("%s: flag %s has two rows", referenceDoc, flag)
 		}
 		var fams []string
 		for _, c := range strings.Split(cells[1], ",") {
@@ -143,7 +147,7 @@ func readmeFlagRows(t *testing.T, readme []byte) map[string][]string {
 		rows[flag] = fams
 	}
 	if !seen {
-		t.Fatalf("README.md has no heading %q", heading)
+		t.Fatalf("%s has no heading %q", referenceDoc, heading)
 	}
 	return rows
 }
@@ -152,7 +156,7 @@ func unquote(t *testing.T, cell string) string {
 	t.Helper()
 	s := strings.TrimSpace(cell)
 	if len(s) < 3 || s[0] != '`' || s[len(s)-1] != '`' {
-		t.Fatalf("README cell %q: want one name in backquotes", cell)
+		t.Fatalf("%s cell %q: want one name in backquotes", referenceDoc, cell)
 	}
 	return s[1 : len(s)-1]
 }

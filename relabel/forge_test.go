@@ -18,7 +18,7 @@ func kongEscape(s string) string {
 // add or alter labels, and names that are not Kubernetes names never map
 // to a Service.
 func TestForgedNames(t *testing.T) {
-	rw := New(Selection{Services: map[Service]Family{command: Latency, {Namespace: "evil", Name: "svc"}: Latency}})
+	rw := New(Selection{Services: map[Service]Metrics{command: Latency, {Namespace: "evil", Name: "svc"}: Latency}})
 	routes := []string{
 		`r`,
 		`x",kubernetes_name="evil`,

@@ -26,7 +26,7 @@ func FuzzRewrite(f *testing.F) {
 	f.Add([]byte("kong_http_requests_total{service=\"kong.command.80\",route=\"r\",code=\"200\",code=\"500\"} 1\n"))
 	f.Add([]byte("kong_upstream_latency_ms_bucket{service=\"kong.command.80\",le=\"1\",service=\"kong.command.80\"} 1\n"))
 	rw := New(Selection{
-		Services: map[Service]Family{command: ^Family(0), billing: ^Family(0)},
+		Services: map[Service]Metrics{command: ^Metrics(0), billing: ^Metrics(0)},
 		Mappings: map[string]Service{"httproute.default.echo.0": billing},
 	})
 	f.Fuzz(func(t *testing.T, in []byte) {

@@ -106,20 +106,12 @@ func (p *Page) AppendLine(dst, line []byte) []byte {
 		if !ascii {
 			return p.appendParsed(dst, line, nameEnd, fi)
 		}
-		if fam.histogram {
-			if out, ok := p.appendKnownTail(dst, line, nameEnd, fi, t, keyEnd); ok {
-				return out
-			}
-		}
 		sh := plainShape{last: -1, nNames: 1}
 		sh.names[0] = [2]int32{0, int32(len(keyPrefix[fi]) - 2)} // the key label's name
 		if keyKind[fi] == keyService {
 			sh.renames[0], sh.nRenames = 0, 1 // the key label is service
 		}
 		if sh.parse(body, keyEnd, &p.rw.added.reserved) {
-			if fam.histogram && sh.nRenames == 1 {
-				p.rw.rememberTail(t, body[keyEnd:sh.split])
-			}
 			dst = p.keep(dst, fi)
 			at := len(dst)
 			dst = sh.appendTo(dst, line[:nameEnd+1], body, t.labels)
@@ -184,52 +176,6 @@ func (p *Page) appendRun(dst, line []byte) ([]byte, bool) {
 	}
 	dst = p.keep(dst, p.runFamily)
 	return sh.appendTo(dst, line[:nameEnd+1], body, p.runTarget.labels), true
-}
-
-// appendKnownTail writes a histogram line whose labels after the key
-// (keyEnd on in body) are a tail this key had before, when what follows the
-// tail is the closing brace and a valid sample, or a valid last le label.
-//
-// Kong writes a histogram's buckets, then its counts, then its sums, each
-// in the order of the series: a _count or _sum line and the first bucket
-// of a series never follow a line like them, so the run cannot spare their
-// parse, but the series' first bucket of the page before (or of the family
-// before) has already checked their labels.
-func (p *Page) appendKnownTail(dst, line []byte, nameEnd, fi int, t *target, keyEnd int) ([]byte, bool) {
-	ts := t.tails.Load()
-	if ts == nil {
-		return dst, false
-	}
-	body := line[nameEnd+1:]
-	rest := body[keyEnd:]
-	for _, tail := range ts.tails {
-		if len(rest) <= len(tail) || string(rest[:len(tail)]) != string(tail) {
-			continue
-		}
-		split := keyEnd + len(tail)
-		sh := plainShape{split: split, last: -1, nRenames: 1} // renames[0] = 0: the key
-		switch after := body[split:]; {
-		case after[0] == '}':
-			if !validSampleValue(after[1:]) {
-				return dst, false
-			}
-		case len(after) > len(`,le="`) && string(after[:len(`,le="`)]) == `,le="`:
-			if v := after[len(`,le="`):]; !isKongBucketTail(v) && !validBucketTail(v) {
-				return dst, false
-			}
-			sh.last = split + 1
-		default:
-			continue
-		}
-		dst = p.keep(dst, fi)
-		at := len(dst)
-		dst = sh.appendTo(dst, line[:nameEnd+1], body, t.labels)
-		if sh.last > 0 {
-			p.startRun(line[:nameEnd+1+sh.last], fi, t, sh, dst[at:len(dst)-(len(body)-split)-1])
-		}
-		return dst, true
-	}
-	return dst, false
 }
 
 // isKongBucketTail reports whether v, what follows `le="` on a bucket line,
@@ -318,21 +264,24 @@ func (p *Page) drop(t *target, reason DropReason) {
 	}
 }
 
+// lookup returns the target of a key of kind; raw is the label value as
+// it came.
 func (p *Page) lookup(kind int, raw []byte) *target {
 	last := p.lastTarget
-	if last != nil && p.lastKind == kind {
+	sameKind := last != nil && p.lastKind == kind
+	if sameKind {
 		// Fast path - the key of the line before, or the one that came
-		// after it last time.
+		// after it last time (on this page or an earlier one).
 		if last.key == string(raw) {
 			return last
 		}
-		if next := last.next.Load(); next != nil && next.key == string(raw) {
+		if next := last.next.Load(); next != nil && next.key == string(raw) && !p.rw.noGuess {
 			p.lastTarget = next
 			return next
 		}
 	}
 	t := p.rw.target(kind, raw)
-	if last != nil && p.lastKind == kind {
+	if sameKind && !p.rw.noGuess {
 		last.next.Store(t)
 	}
 	p.lastKind, p.lastTarget = kind, t

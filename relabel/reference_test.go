@@ -85,7 +85,7 @@ func (rw *refRewriter) target(kind int, raw []byte) *target {
 		for i, v := range [...]string{svc.Namespace, svc.Name, "Service", svc.Namespace, svc.Name} {
 			labels = append(labels, ","+AddedLabels[i]+`="`+v+`"`...)
 		}
-		t = &target{resolved: true, families: rw.sel.Services[svc], labels: labels}
+		t = &target{resolved: true, metrics: rw.sel.Services[svc], labels: labels}
 	}
 	rw.cache[kind][string(raw)] = t
 	return t
@@ -239,7 +239,7 @@ func refDrop(t *target, fam *family) (DropReason, bool) {
 		return DropMultiBackend, true
 	case !t.resolved:
 		return DropUnresolved, true
-	case t.families&fam.flag == 0:
+	case t.metrics&fam.flag == 0:
 		return DropUnselected, true
 	}
 	return 0, false
@@ -431,7 +431,7 @@ func refRewriteAll(rw *refRewriter, page []byte) ([]byte, Stats) {
 // the families the bits of b give, and maps an upstream name too.
 func fuzzSelection(b [3]byte) Selection {
 	sel := Selection{
-		Services: map[Service]Family{},
+		Services: map[Service]Metrics{},
 		Mappings: map[string]Service{"httproute.default.echo.0": echo, "echo-upstream": echo},
 		Tags: map[string]Tag{
 			"httproute.default.command.0": {Kind: "Service", Service: command},
@@ -441,7 +441,7 @@ func fuzzSelection(b [3]byte) Selection {
 		},
 	}
 	for i, svc := range []Service{command, billing, echo} {
-		if f := Family(b[i] & 0x0f); f != 0 {
+		if f := Metrics(b[i] & 0x0f); f != 0 {
 			sel.Services[svc] = f
 		}
 	}
@@ -490,7 +490,7 @@ func FuzzRewriteMatchesReference(f *testing.F) {
 		sel := fuzzSelection([3]byte{c, b, e})
 		want, wantStats := refRewriteAll(newReference(sel), in)
 		rw := New(sel)
-		for pass := range 2 { // the second pass with the tails the first remembered
+		for pass := range 2 { // the second pass with the targets and next links the first remembered
 			got, gotStats := rewriteAll(rw, in)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("pass %d: output differs from the reference's\ninput:\n%q\n got:\n%s\nwant:\n%s", pass, in, got, want)
@@ -530,7 +530,7 @@ func TestRewriteMatchesReference(t *testing.T) {
 // the page, for latency and status codes.
 func typicalSelection(routes int) Selection {
 	svcs := kongsim.PageServices(routes)
-	sel := Selection{Services: map[Service]Family{}, Mappings: map[string]Service{}}
+	sel := Selection{Services: map[Service]Metrics{}, Mappings: map[string]Service{}}
 	for i := range 5 {
 		addPageService(sel, svcs[(2*i+1)*len(svcs)/10])
 	}
@@ -540,7 +540,7 @@ func typicalSelection(routes int) Selection {
 // allSelected selects every Service of the N-route page for latency and
 // status codes.
 func allSelected(routes int) Selection {
-	sel := Selection{Services: map[Service]Family{}, Mappings: map[string]Service{}}
+	sel := Selection{Services: map[Service]Metrics{}, Mappings: map[string]Service{}}
 	for _, s := range kongsim.PageServices(routes) {
 		addPageService(sel, s)
 	}

@@ -32,7 +32,7 @@ func rewriteAll(rw *Rewriter, page []byte) ([]byte, Stats) {
 
 func TestAppendLine(t *testing.T) {
 	rw := New(Selection{
-		Services: map[Service]Family{command: Latency | StatusCode | UpstreamHealth, billing: Bandwidth},
+		Services: map[Service]Metrics{command: Latency | StatusCode | UpstreamHealth, billing: Bandwidth},
 		Mappings: map[string]Service{"httproute.kong.command.0": command},
 	})
 	const added = `kubernetes_namespace="kong",kubernetes_name="command",kubernetes_kind="Service",exported_namespace="kong",exported_service="command"`
@@ -109,13 +109,13 @@ func TestFixtureGolden(t *testing.T) {
 		name string
 		sel  Selection
 	}{
-		{"tutorial", Selection{Services: map[Service]Family{command: Latency}}},
+		{"tutorial", Selection{Services: map[Service]Metrics{command: Latency}}},
 		{"nothing", Selection{}},
 		{"everything", Selection{
-			Services: map[Service]Family{command: ^Family(0), billing: ^Family(0), echo: ^Family(0)},
+			Services: map[Service]Metrics{command: ^Metrics(0), billing: ^Metrics(0), echo: ^Metrics(0)},
 			Mappings: map[string]Service{"httproute.default.echo.0": echo},
 		}},
-		{"billing-status-health", Selection{Services: map[Service]Family{billing: StatusCode | UpstreamHealth}}},
+		{"billing-status-health", Selection{Services: map[Service]Metrics{billing: StatusCode | UpstreamHealth}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -139,7 +139,7 @@ func TestFixtureGolden(t *testing.T) {
 // TestTutorialSelection pins the tutorial's case by hand, not by golden file.
 func TestTutorialSelection(t *testing.T) {
 	page := kongsim.Sample()
-	out, stats := rewriteAll(New(Selection{Services: map[Service]Family{command: Latency}}), page)
+	out, stats := rewriteAll(New(Selection{Services: map[Service]Metrics{command: Latency}}), page)
 	families := mustParseStrictly(t, out)
 	if len(families) != 3 {
 		t.Fatalf("got %d families, want the three latency histograms", len(families))
@@ -184,7 +184,7 @@ func TestRepeatedFamilies(t *testing.T) {
 	twice := append(append([]byte{}, page...), bytes.ReplaceAll(page, []byte(`subsystem="http"`), []byte(`subsystem="stream"`))...)
 	// The second block's latency series would repeat the first's; keep only
 	// upstream health, whose subsystem label differs.
-	sel := Selection{Services: map[Service]Family{command: UpstreamHealth, billing: UpstreamHealth}}
+	sel := Selection{Services: map[Service]Metrics{command: UpstreamHealth, billing: UpstreamHealth}}
 	out, stats := rewriteAll(New(sel), twice)
 	mustParseStrictly(t, out)
 	if n := bytes.Count(out, []byte("# HELP kong_upstream_target_health ")); n != 1 {
@@ -197,7 +197,7 @@ func TestRepeatedFamilies(t *testing.T) {
 
 func TestNoHelpForFamiliesWithoutKeptSeries(t *testing.T) {
 	page := kongsim.Sample()
-	out, _ := rewriteAll(New(Selection{Services: map[Service]Family{billing: Bandwidth}}), page)
+	out, _ := rewriteAll(New(Selection{Services: map[Service]Metrics{billing: Bandwidth}}), page)
 	if bytes.Contains(out, []byte("kong_upstream_latency_ms")) || bytes.Contains(out, []byte("kong_http_requests_total")) {
 		t.Errorf("HELP/TYPE of families without kept series were written:\n%s", out)
 	}
@@ -231,7 +231,7 @@ func boolInt(b bool) int {
 }
 
 func TestComments(t *testing.T) {
-	rw := New(Selection{Services: map[Service]Family{command: Latency | StatusCode}})
+	rw := New(Selection{Services: map[Service]Metrics{command: Latency | StatusCode}})
 	const series = `kong_upstream_latency_ms_count{service="kong.command.80"} 1`
 	const counter = `kong_http_requests_total{service="kong.command.80"} 1`
 	f := func(in []string, wantComments string) {

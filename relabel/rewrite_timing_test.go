@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -317,4 +318,49 @@ func BenchmarkVersus(b *testing.B) {
 		b.ReportMetric(peer.Seconds()/ours.Seconds(), "x-peer")
 		b.ReportMetric(100*scan.Seconds()/ours.Seconds(), "%-of-scan")
 	})
+}
+
+// BenchmarkNextGuess measures what the targets' next links save: in every
+// iteration it rewrites the page with them and with a Rewriter that does
+// without (a map lookup whenever the key changes), in turn, both on a cache
+// the page before filled. x-without-guess is the median over iterations of
+// the time without over the time with; MB/s is with them.
+func BenchmarkNextGuess(b *testing.B) {
+	b.Run("tutorial", func(b *testing.B) {
+		page := kongsim.Sample()
+		sel := Selection{Services: map[Service]Metrics{command: Latency}}
+		want, stats := refRewriteAll(newReference(sel), page)
+		benchNextGuess(b, &benchCase{page: page, sel: sel, wantLen: len(want), wantStats: stats})
+	})
+	runBench(b, benchNextGuess)
+}
+
+func benchNextGuess(b *testing.B, c *benchCase) {
+	with, without := New(c.sel), New(c.sel)
+	without.noGuess = true
+	rws := [2]*Rewriter{with, without}
+	var outs [2][]byte
+	for i, rw := range rws {
+		outs[i], _, _ = rewritePage(rw, c.page, nil)
+	}
+	var took [2]time.Duration
+	var ratios []float64
+	var sum time.Duration
+	for b.Loop() {
+		for j := range rws {
+			i := (j + len(ratios)) % 2 // alternate which goes first
+			start := time.Now()
+			var n int
+			var stats Stats
+			outs[i], n, stats = rewritePage(rws[i], c.page, outs[i][:0])
+			took[i] = time.Since(start)
+			c.check(b, n, stats)
+		}
+		sum += took[0]
+		ratios = append(ratios, took[1].Seconds()/took[0].Seconds())
+	}
+	slices.Sort(ratios)
+	b.ReportMetric(0, "ns/op") // the sum of two would mislead
+	b.ReportMetric(float64(len(c.page))*float64(len(ratios))/sum.Seconds()/1e6, "MB/s")
+	b.ReportMetric(ratios[len(ratios)/2], "x-without-guess")
 }

@@ -1,7 +1,6 @@
 package relabel
 
 import (
-	"bytes"
 	"sync"
 	"sync/atomic"
 )
@@ -27,7 +26,7 @@ type Rewriter struct {
 	cache       [2]map[string]*target // by key kind (service, upstream), then the raw label value
 	cachedBytes int                   // about what cache holds
 
-	tailBytes atomic.Int64 // bytes held in the targets' tails
+	noGuess bool // lookups skip the targets' next links (BenchmarkNextGuess's baseline)
 }
 
 // target is what one Kong service or upstream name resolves to.
@@ -35,31 +34,20 @@ type target struct {
 	key      string // the raw label value
 	svc      Service
 	resolved bool
-	multi    bool   // stands for several Services (tags, route mapping or name): drop as DropMultiBackend
-	families Family // kept for the resolved Service
-	labels   []byte // ,kubernetes_namespace="…",…,exported_service="…"
+	multi    bool    // stands for several Services (tags, route mapping or name): drop as DropMultiBackend
+	metrics  Metrics // the flags selected for the resolved Service
+	labels   []byte  // ,kubernetes_namespace="…",…,exported_service="…"
 
-	// next is the target looked up after this one the last time: Kong
-	// writes every family in the same order of services, so it is the
-	// right guess for all but the first run of a page, and spares the map.
+	// next is the target looked up after this one the last time, on
+	// this page or an earlier one: Kong writes every family in the same
+	// order of services, so it is the right guess for every run but the
+	// first page's first, and spares the map and its lock. It is only a
+	// guess, checked against the key, so a stale or wrong one costs a map
+	// lookup and nothing else; FuzzPageAfterPage feeds different pages to
+	// one Rewriter to hold it to that, and BenchmarkNextGuess measures
+	// what it saves.
 	next atomic.Pointer[target]
-
-	// tails are label tails of this key already found in Kong's plain
-	// shape: see Page.appendKnownTail. The set is never changed once
-	// published; a new tail publishes a new set.
-	tails atomic.Pointer[tailSet]
 }
-
-// tailSet is what a target's tails point to.
-type tailSet struct{ tails [][]byte }
-
-// Bounds of the tails a Rewriter remembers: a few routes per Kong service,
-// and a total that a hostile page cannot grow without limit.
-const (
-	maxTailsPerTarget = 4
-	maxTailLen        = 256
-	maxTailBytes      = 4 << 20
-)
 
 // New returns a Rewriter for sel. sel must not be modified afterwards.
 func New(sel Selection) *Rewriter { return newRewriter(sel, defaultAdditions) }
@@ -133,14 +121,14 @@ func (rw *Rewriter) resolve(kind int, name string) *target {
 		return &target{}
 	}
 	labels := rw.added.appendLabels(make([]byte, 0, 128), svc)
-	return &target{svc: svc, resolved: true, families: rw.sel.Services[svc], labels: labels}
+	return &target{svc: svc, resolved: true, metrics: rw.sel.Services[svc], labels: labels}
 }
 
 // Resolve tells how rw resolves a Kong service name (with upstream, a Kong
-// upstream name): the Service and the families kept for it, or why its
+// upstream name): the Service and the flags selected for it, or why its
 // series are dropped (DropUnresolved or DropMultiBackend). It is for
 // -check-config; scrapes resolve through their Page.
-func (rw *Rewriter) Resolve(name string, upstream bool) (svc Service, kept Family, drop DropReason, ok bool) {
+func (rw *Rewriter) Resolve(name string, upstream bool) (svc Service, kept Metrics, drop DropReason, ok bool) {
 	kind := keyService
 	if upstream {
 		kind = keyUpstream
@@ -152,7 +140,7 @@ func (rw *Rewriter) Resolve(name string, upstream bool) (svc Service, kept Famil
 	case !t.resolved:
 		return Service{}, 0, DropUnresolved, false
 	}
-	return t.svc, t.families, 0, true
+	return t.svc, t.metrics, 0, true
 }
 
 // SeriesKey returns the Kong service (or, with upstream set, upstream)
@@ -183,32 +171,8 @@ func (t *target) drop(fam *family) (DropReason, bool) {
 		return DropMultiBackend, true
 	case !t.resolved:
 		return DropUnresolved, true
-	case t.families&fam.flag == 0:
+	case t.metrics&fam.flag == 0:
 		return DropUnselected, true
 	}
 	return 0, false
-}
-
-// rememberTail adds tail, labels after t's key that plainShape.parse has
-// found in Kong's shape with no service label among them, to t's tails.
-func (rw *Rewriter) rememberTail(t *target, tail []byte) {
-	old := t.tails.Load()
-	var tails [][]byte
-	if old != nil {
-		tails = old.tails
-	}
-	if len(tails) >= maxTailsPerTarget || len(tail) > maxTailLen {
-		return
-	}
-	for _, known := range tails {
-		if string(known) == string(tail) {
-			return
-		}
-	}
-	if rw.tailBytes.Add(int64(len(tail))) > maxTailBytes {
-		rw.tailBytes.Add(-int64(len(tail)))
-		return
-	}
-	next := &tailSet{tails: append(append(make([][]byte, 0, len(tails)+1), tails...), bytes.Clone(tail))}
-	t.tails.CompareAndSwap(old, next) // losing a race loses nothing but speed
 }

@@ -19,8 +19,8 @@ func (s Service) String() string { return s.Namespace + "/" + s.Name }
 // Selection says which series to keep. It must not be modified once handed
 // to New.
 type Selection struct {
-	// Services maps each selected Kubernetes Service to the families kept for it.
-	Services map[Service]Family
+	// Services maps each selected Kubernetes Service to the flags enabled for it.
+	Services map[Service]Metrics
 	// Mappings resolves Kong service (or upstream) names that Kong's naming
 	// rules cannot, such as HTTPRoute rules named httproute.<ns>.<route>.<rule>.
 	// It wins over the naming rules.

@@ -12,7 +12,7 @@ import (
 func TestResolutionPrecedence(t *testing.T) {
 	other := Service{Namespace: "other", Name: "elsewhere"}
 	sel := Selection{
-		Services: map[Service]Family{command: StatusCode, billing: StatusCode, other: StatusCode},
+		Services: map[Service]Metrics{command: StatusCode, billing: StatusCode, other: StatusCode},
 		Mappings: map[string]Service{"httproute.kong.mapped.0": billing},
 		Tags: map[string]Tag{
 			"httproute.kong.mapped.0":  {Kind: "Service", Service: command}, // mapping wins
@@ -63,7 +63,7 @@ func TestResolutionPrecedence(t *testing.T) {
 // TestTagsIgnoredForUpstreams: tags name Kong services, not upstreams.
 func TestTagsIgnoredForUpstreams(t *testing.T) {
 	sel := Selection{
-		Services: map[Service]Family{command: UpstreamHealth},
+		Services: map[Service]Metrics{command: UpstreamHealth},
 		Tags:     map[string]Tag{"command.kong.80.svc": {Kind: "HTTPRoute"}},
 		OnUnseen: func(name string) { t.Errorf("OnUnseen(%q) for an upstream", name) },
 	}

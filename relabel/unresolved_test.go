@@ -13,7 +13,7 @@ import (
 // form of the tutorial's route resolves.
 func TestRouteMappingAndUnresolved(t *testing.T) {
 	sel := Selection{
-		Services: map[Service]Family{command: StatusCode | UpstreamHealth, billing: StatusCode},
+		Services: map[Service]Metrics{command: StatusCode | UpstreamHealth, billing: StatusCode},
 		Mappings: map[string]Service{"httproute.kong.command.0": command, "httproute.kong.both.0": billing},
 		MultiBackend: map[string]struct{}{
 			"httproute.kong.split.0": {},
@@ -68,7 +68,7 @@ kong_upstream_target_health{upstream="mystery",target="10.0.0.1:80",address="10.
 // TestResolveAndSeriesKey: what -check-config prints comes from the same
 // resolution as a scrape's.
 func TestResolveAndSeriesKey(t *testing.T) {
-	rw := New(Selection{Services: map[Service]Family{command: Latency}, MultiBackend: map[string]struct{}{"httproute.kong.split.0": {}}})
+	rw := New(Selection{Services: map[Service]Metrics{command: Latency}, MultiBackend: map[string]struct{}{"httproute.kong.split.0": {}}})
 	keys := []struct {
 		line     string
 		name     string
@@ -92,7 +92,7 @@ func TestResolveAndSeriesKey(t *testing.T) {
 		name     string
 		upstream bool
 		svc      Service
-		kept     Family
+		kept     Metrics
 		drop     DropReason
 	}{
 		{"httproute.kong.svc.kong.command.80.1", false, command, Latency, 0},

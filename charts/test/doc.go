@@ -3,8 +3,10 @@
 // that decode strictly into their Go types (a misspelt field fails) and
 // match one golden file per case under testdata/, its schema rejects wrong
 // values, its self-generated webhook certificate is kept across upgrades
-// and renewed near its expiry, and its rendering matches the kustomize
-// install under manifests/ object by object, so the two cannot drift.
+// and renewed near its expiry, the files of the kustomize install under
+// manifests/ that `make manifests` generates from the chart (package
+// manifestgen, command cmd/gen-manifests) are current, and every kustomize
+// install holds the objects the chart renders, so the two cannot drift.
 //
 // It is a module of its own so that Helm, kustomize, prometheus-operator
 // and cert-manager stay out of the main module's go.mod. Run it with

@@ -8,16 +8,17 @@ import (
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/envconfig"
 )
 
-// TestREADMEListsEverySetting keeps the README's settings table true to the code.
+// TestREADMEListsEverySetting keeps the settings table of docs/reference.md
+// (which the README links to) true to the code.
 func TestREADMEListsEverySetting(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../docs/reference.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range envconfig.Variables[Settings](EnvPrefix) {
 		row := "| `" + v.Name + "` | "
 		if !strings.Contains(string(readme), row) {
-			t.Errorf("README.md has no settings row for %s", v.Name)
+			t.Errorf("docs/reference.md has no settings row for %s", v.Name)
 			continue
 		}
 		_, rest, _ := strings.Cut(string(readme), row)
@@ -27,7 +28,7 @@ func TestREADMEListsEverySetting(t *testing.T) {
 			want = "empty"
 		}
 		if def != want {
-			t.Errorf("README.md gives %s the default %s, the code %s", v.Name, def, want)
+			t.Errorf("docs/reference.md gives %s the default %s, the code %s", v.Name, def, want)
 		}
 	}
 }

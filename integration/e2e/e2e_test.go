@@ -45,7 +45,7 @@ const (
 	adapterRelist = 30 * time.Second
 	// kongReplicas is the Kong Deployment's replicas in overlay/kong.yaml.
 	kongReplicas = 3
-	// minFetchInterval is SIDECAR_MIN_FETCH_INTERVAL as the README
+	// minFetchInterval is SIDECAR_MIN_FETCH_INTERVAL as docs/reference.md
 	// recommends it for the shipped ServiceMonitor's 15s: a few seconds
 	// less than the scrape interval, so that however many Prometheus
 	// replicas scrape a sidecar, Kong is fetched once per interval. The

@@ -1,21 +1,20 @@
 // Command demo runs the sidecar's main job on a built-in default: it starts
 // the Kong simulator and the sidecar with the tutorial's
 // DataPlaneMetricsExtension, drives the tutorial's traffic
-// (/command/shell?cmd=sleep%200.1) for a few seconds, prints the enriched
-// kong_upstream_latency_ms_sum and _count series and the mean latency they
-// give, then stops everything. `make demo` runs it.
+// (/command/shell?cmd=sleep%200.1) for a few seconds, then prints Kong's
+// latency series beside the sidecar's, the series the sidecar dropped by
+// reason, and the value kong_upstream_latency_ms_60s_average would take
+// against the tutorial HPA's 40 ms target, and stops everything. `make
+// demo` runs it; -pages DIR keeps the two pages the report was made from.
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -30,15 +29,16 @@ func run() int {
 	binDir := flag.String("bin", "bin", "directory holding kong-metrics-sidecar and kong-simulator")
 	duration := flag.Duration("duration", 5*time.Second, "how long the traffic runs")
 	delay := flag.String("delay", "0.1", "the sleep the tutorial's command service is asked for, in seconds")
+	pagesDir := flag.String("pages", "", "when set, write Kong's page and the sidecar's there (kong.prom, sidecar.prom)")
 	flag.Parse()
-	if err := demo(*binDir, *duration, *delay, os.Stdout); err != nil {
+	if err := demo(*binDir, *duration, *delay, *pagesDir, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		return 1
 	}
 	return 0
 }
 
-func demo(binDir string, duration time.Duration, delay string, out io.Writer) error {
+func demo(binDir string, duration time.Duration, delay, pagesDir string, out io.Writer) error {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "kong-metrics-sidecar-demo")
 	if err != nil {
@@ -85,38 +85,41 @@ func demo(binDir string, duration time.Duration, delay string, out io.Writer) er
 	}
 	fmt.Fprintf(out, "%d requests served.\n\n", served)
 
-	body, err := harness.Get(ctx, "http://"+sidecarAddr+"/metrics")
+	p, err := readPages(ctx, sidecarAddr)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w\nsidecar log:\n%s", err, sidecar.Output())
 	}
-	var sum, count float64
-	var found int
-	fmt.Fprintln(out, "Enriched series from the sidecar:")
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	for sc.Scan() {
-		line := sc.Text()
-		name, _, _ := strings.Cut(line, "{")
-		if name != "kong_upstream_latency_ms_sum" && name != "kong_upstream_latency_ms_count" {
-			continue
+	if pagesDir != "" {
+		if err := os.WriteFile(filepath.Join(pagesDir, "kong.prom"), p.kong, 0o644); err != nil {
+			return err
 		}
-		fmt.Fprintln(out, "  "+line)
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		if err != nil {
-			return fmt.Errorf("parsing %q: %w", line, err)
+		if err := os.WriteFile(filepath.Join(pagesDir, "sidecar.prom"), p.sidecar, 0o644); err != nil {
+			return err
 		}
-		if name == "kong_upstream_latency_ms_sum" {
-			sum += v
-		} else {
-			count += v
-		}
-		found++
 	}
-	if found == 0 || count == 0 {
-		return fmt.Errorf("the sidecar served no kong_upstream_latency_ms series:\n%s\nsidecar log:\n%s", body, sidecar.Output())
+	return writeReport(out, p)
+}
+
+// readPages reads the sidecar's /metrics and Kong's page as the sidecar
+// reads it (/metrics/kong) until both show the same state of Kong: a
+// request cut off as the traffic stopped may still be recorded between
+// the two reads.
+func readPages(ctx context.Context, sidecarAddr string) (pages, error) {
+	var p pages
+	for range 20 {
+		var err error
+		if p.sidecar, err = harness.Get(ctx, "http://"+sidecarAddr+"/metrics"); err != nil {
+			return p, err
+		}
+		if p.kong, err = harness.Get(ctx, "http://"+sidecarAddr+"/metrics/kong"); err != nil {
+			return p, err
+		}
+		if consistent(p) {
+			return p, nil
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	fmt.Fprintf(out, "\nMean upstream latency of kong/command: %.1f ms (sum %g / count %g)\n", sum/count, sum, count)
-	fmt.Fprintln(out, "prometheus-adapter's rule turns the same two series into kong_upstream_latency_ms_60s_average.")
-	return nil
+	return p, fmt.Errorf("the sidecar's page and Kong's never showed the same kong_upstream_latency_ms values:\n%s\n%s", p.kong, p.sidecar)
 }
 
 func mustAddr() string {

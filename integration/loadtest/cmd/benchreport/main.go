@@ -1,7 +1,7 @@
 // Command benchreport turns `go test -bench` output on standard input into
 // a short Markdown report on standard output: for each benchmark its MB/s,
 // allocations and the ratios it reports (x-peer, %-of-scan, x-get,
-// x-smaller, alloc/page), with the machine the run came from. `make bench` runs it;
+// x-without-guess, x-smaller, alloc/page), with the machine the run came from. `make bench` runs it;
 // docs/performance.md quotes its output.
 package main
 
@@ -28,6 +28,7 @@ var columns = []struct{ unit, heading string }{
 	{"x-peer", "× peer"},
 	{"%-of-scan", "% of scan"},
 	{"x-get", "× plain GET"},
+	{"x-without-guess", "× without next links"},
 	{"x-smaller", "ratio"},
 	{"alloc/page", "allocated ÷ page"},
 	{"allocs/op", "allocs/op"},
@@ -75,7 +76,7 @@ func report(r io.Reader, w io.Writer) error {
 			for i := 2; i+1 < len(fields); i += 2 {
 				values[fields[i+1]] = fields[i]
 			}
-			if values["x-peer"] != "" || values["x-get"] != "" {
+			if values["x-peer"] != "" || values["x-get"] != "" || values["x-without-guess"] != "" {
 				// A ratio benchmark runs several designs; their
 				// allocations together mean nothing.
 				delete(values, "allocs/op")
