@@ -22,10 +22,17 @@ FUZZTIME ?= 10s
 OWN_MODULES := . manifests/test charts/test integration/e2e release
 BIN_MODULES := integration/e2e/bins/etcd integration/e2e/bins/kubernetes integration/e2e/bins/prometheus integration/e2e/bins/prometheus-operator integration/e2e/bins/keda
 
+# The test tiers (CONTRIBUTING.md). go test ./... runs the fast tier: no
+# third-party server built or started, no soak. The tests that run real
+# servers (integration/: Prometheus, the programs as processes, the soak;
+# integration/loadtest) carry the build tag TEST_TAGS; test-unit runs both
+# tiers, and vet, lint and fuzz-short read the tagged files too.
+TEST_TAGS := integration
+
 # Where the project caches what it builds for its tests.
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kong-metrics-sidecar
 
-.PHONY: all build demo test check fmt vet lint lint-bins tidy-check test-unit test-short \
+.PHONY: all build demo test check fmt vet lint lint-bins tidy-check test-unit test-short test-integration \
 	fuzz-short fuzz soak bench clean bins prometheus-bin test-manifests test-chart e2e dashboard-png \
 	release-bins release release-notes image-bins test-release actionlint
 
@@ -41,24 +48,25 @@ demo: build
 	bin/demo -bin bin
 
 # Every test: format, vet, lint and tidiness of every module, every test of
-# the main module under -race (the real-Prometheus tests included, packages
-# in parallel), a short fuzz run of each fuzz target, the manifests, and
+# the main module under -race (both tiers: the real-Prometheus tests
+# included, packages in parallel), a short fuzz run of each fuzz target, the manifests, and
 # the end-to-end test. Each target names what it needs, so make -j test
 # builds the test binaries before the tests that run them.
 test: fmt vet lint lint-bins tidy-check actionlint test-unit fuzz-short test-manifests test-chart test-release e2e
 
-# A contributor's inner loop: format, vet, lint, tidiness and the unit tests,
-# without the real servers (no Prometheus, no control plane to build).
+# A contributor's inner loop: format, vet, lint, tidiness and the fast tier
+# (go test ./...), without the real servers (no Prometheus, no control
+# plane to build).
 check: fmt vet lint tidy-check test-short
 
 fmt:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 
-# go vet in every module. The third-party modules are vetted with the flags
+# go vet in every module, the tagged tier's files included. The third-party modules are vetted with the flags
 # scripts/build-test-bins.sh builds them with, so that vet reuses the
 # compiled dependencies instead of compiling Kubernetes a second time.
 vet:
-	@set -e; for m in $(OWN_MODULES); do echo "go vet: $$m"; (cd $$m && $(GO) vet ./...); done
+	@set -e; for m in $(OWN_MODULES); do echo "go vet: $$m"; (cd $$m && $(GO) vet -tags $(TEST_TAGS) ./...); done
 
 BIN_ENV := CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false -trimpath"
 BIN_TAGS := remove_all_sd
@@ -72,7 +80,7 @@ $(GOLANGCI_LINT):
 	GOBIN=$(dir $@) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 lint: $(GOLANGCI_LINT)
-	@set -e; for m in $(OWN_MODULES); do echo "golangci-lint: $$m"; (cd $$m && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...); done
+	@set -e; for m in $(OWN_MODULES); do echo "golangci-lint: $$m"; (cd $$m && $(GOLANGCI_LINT) run --build-tags $(TEST_TAGS) --config $(CURDIR)/.golangci.yml ./...); done
 
 # The third-party modules hold a main.go (etcd) or a tools.go that only pins
 # the commands to build (a //go:build tools file, which go vet cannot load:
@@ -107,24 +115,28 @@ prometheus-bin:
 # PROMETHEUS_BIN from them unless it is set already.
 with-bins = set -a && . ./$(1) && set +a && export PROMETHEUS_BIN="$${PROMETHEUS_BIN:-$$E2E_PROMETHEUS_BIN}" &&
 
-# Every test of the main module, packages in parallel, the real-Prometheus
-# tests included.
+# Every test of the main module, both tiers, packages in parallel: the
+# real-Prometheus tests included.
 test-unit: prometheus-bin
-	$(call with-bins,bin/prometheus.env) $(GO) test -race -count=1 -timeout 30m ./...
+	$(call with-bins,bin/prometheus.env) $(GO) test -race -count=1 -timeout 30m -tags $(TEST_TAGS) ./...
 
-# The unit tests alone: everything but the packages that run real servers.
-SERVER_PKGS := $(shell $(GO) list -e ./integration ./integration/loadtest/... 2>/dev/null)
+# The fast tier alone: go test ./..., under -race.
 test-short:
-	$(GO) test -race -count=1 -timeout 15m $(filter-out $(SERVER_PKGS),$(shell $(GO) list ./...))
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+# The tagged tier alone: the packages whose tests run real servers.
+test-integration: prometheus-bin
+	$(call with-bins,bin/prometheus.env) $(GO) test -race -count=1 -timeout 30m -tags $(TEST_TAGS) ./integration/...
 
 # Short runs of every fuzz target (go test takes one -fuzz target at a
-# time); go test -list names them, package by package.
+# time); go test -list names them, package by package, the tagged tier's
+# files included.
 fuzz-short:
-	@set -e; targets=$$($(GO) test -list '^Fuzz' ./... | awk '/^Fuzz/ { names = names " " $$1; next } /^ok/ { n = split(names, a, " "); for (i = 1; i <= n; i++) print $$2 ":" a[i]; names = "" }'); \
+	@set -e; targets=$$($(GO) test -tags $(TEST_TAGS) -list '^Fuzz' ./... | awk '/^Fuzz/ { names = names " " $$1; next } /^ok/ { n = split(names, a, " "); for (i = 1; i <= n; i++) print $$2 ":" a[i]; names = "" }'); \
 	[ -n "$$targets" ] || { echo "fuzz-short: no fuzz targets found"; exit 1; }; \
 	for t in $$targets; do pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		$(GO) test -tags $(TEST_TAGS) -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
 fuzz:
@@ -132,7 +144,7 @@ fuzz:
 
 # The soak test for ten minutes (make test runs it for 60 s).
 soak: prometheus-bin
-	$(call with-bins,bin/prometheus.env) SOAK_DURATION=10m $(GO) test -race -count=1 -timeout 30m -run TestSoak -v ./integration
+	$(call with-bins,bin/prometheus.env) SOAK_DURATION=10m $(GO) test -race -count=1 -timeout 30m -tags $(TEST_TAGS) -run TestSoak -v ./integration
 
 # Every benchmark, each beside its baselines (the peer design, a bare scan,
 # a plain GET) in the same run, then the load test of the sidecar as a

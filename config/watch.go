@@ -38,8 +38,7 @@ type WatchOptions struct {
 	// reloads themselves.
 	Logger *slog.Logger
 
-	clock    filewatch.Clock // for tests: nil is the real clock
-	noEvents bool            // for tests: behave as if the file system sent no events
+	noEvents bool // for tests: behave as if the file system sent no events
 }
 
 // Watcher keeps a Store in step with its extension file, which it follows
@@ -90,7 +89,6 @@ func NewWatcher(store *Store, opts WatchOptions) *Watcher {
 		Debounce:     opts.Debounce,
 		What:         "extension file",
 		Logger:       w.logger,
-		Clock:        opts.clock,
 		NoEvents:     opts.noEvents,
 	}, func(c filewatch.Content) error {
 		var routes *filewatch.File

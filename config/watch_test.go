@@ -19,14 +19,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch/filewatchtest"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kubelet"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/kongsim"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/kubelet"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/proxy"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/relabel"
 )
@@ -200,26 +200,6 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// armed waits for the Watcher to arm its debounce or settle timer on clock,
-// and checks for how long.
-func armed(t *testing.T, clock *filewatchtest.Clock, want time.Duration) {
-	t.Helper()
-	select {
-	case got := <-clock.Armed():
-		if got != want {
-			t.Fatalf("the Watcher armed its timer for %s, want %s", got, want)
-		}
-	case <-time.After(hangTimeout):
-		t.Fatalf("the Watcher did not arm its timer for %s", want)
-	}
-}
-
-// toNextTick moves clock to the poll's next tick, the poll ticking every
-// poll since t0.
-func toNextTick(clock *filewatchtest.Clock, t0 time.Time, poll time.Duration) {
-	clock.Advance(poll - clock.Now().Sub(t0)%poll)
-}
-
 func writeFile(t *testing.T, path string, content []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, content, 0o644); err != nil {
@@ -390,60 +370,75 @@ func TestWatcherFollowsUpdates(t *testing.T) {
 // TestWatcherSettles: a file rewritten in place is read half written by
 // the poll; the settle check waits a debounce for it, sees the rest come in
 // and waits again, so the half is never used, although it is a valid file
-// that selects less. The fake clock shows each wait.
+// that selects less. It runs in a synctest bubble, whose clock moves only
+// when every goroutine in it waits, so each wait shows.
 func TestWatcherSettles(t *testing.T) {
 	t.Parallel()
-	const debounce, poll = time.Second, time.Minute
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	writeFile(t, path, billingStatus)
-	t0 := time.Unix(1e9, 0)
-	clock := filewatchtest.NewClock(t0)
-	w := watch(t, path, WatchOptions{PollInterval: poll, Debounce: debounce, clock: clock}, true)
-	armed(t, clock, debounce) // the first read waits to settle too
-	clock.Advance(debounce)
-	waitFor(t, hangTimeout, "the file at start is used", func() bool { return w.inUse() == sha(billingStatus) })
+	synctest.Test(t, func(t *testing.T) {
+		const debounce, poll = time.Second, time.Minute
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		writeFile(t, path, billingStatus)
+		w := watch(t, path, WatchOptions{PollInterval: poll, Debounce: debounce}, true)
+		advance(debounce - time.Nanosecond)
+		if got := w.inUse(); got != "" {
+			t.Fatalf("in use %.8s before the file at start settled, want none", got)
+		}
+		advance(time.Nanosecond) // the first read waits to settle too
+		if got := w.inUse(); got != sha(billingStatus) {
+			t.Fatalf("in use %.8s a debounce after start, want the file at start", got)
+		}
 
-	half := slices.Concat(commandLatency, []byte("---\n"))
-	full := slices.Concat(half, billingStatus)
-	if _, err := ParseExtension(half); err != nil {
-		t.Fatalf("the half written file must be valid for this test: %v", err)
-	}
-	before := w.successes(t)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.Write(half); err != nil {
-		t.Fatal(err)
-	}
-	toNextTick(clock, t0, poll) // the poll reads the half…
-	armed(t, clock, debounce)   // …and waits a debounce for it to settle
-	clock.Advance(debounce - time.Nanosecond)
-	if got := w.inUse(); got != sha(billingStatus) {
-		t.Fatalf("in use %.8s before the settle interval passed, want the previous file", got)
-	}
-	if _, err := f.Write(billingStatus); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	clock.Advance(time.Nanosecond) // the settle check reads the full file: changed…
-	armed(t, clock, debounce)      // …so it waits again
-	if got, n := w.inUse(), w.successes(t); got != sha(billingStatus) || n != before {
-		t.Fatalf("in use %.8s after %v reloads: the half written file was used", got, n-before)
-	}
-	clock.Advance(debounce)
-	waitFor(t, hangTimeout, "the full file is used", func() bool { return w.inUse() == sha(full) })
-	if got := w.successes(t); got != before+1 {
-		t.Errorf("%v successful reloads, want 1: the half written file was used", got-before)
-	}
+		half := slices.Concat(commandLatency, []byte("---\n"))
+		full := slices.Concat(half, billingStatus)
+		if _, err := ParseExtension(half); err != nil {
+			t.Fatalf("the half written file must be valid for this test: %v", err)
+		}
+		before := w.successes(t)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write(half); err != nil {
+			t.Fatal(err)
+		}
+		advance(poll - debounce)            // the poll reads the half…
+		advance(debounce - time.Nanosecond) // …and waits a debounce for it to settle
+		if got := w.inUse(); got != sha(billingStatus) {
+			t.Fatalf("in use %.8s before the settle interval passed, want the previous file", got)
+		}
+		if _, err := f.Write(billingStatus); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		advance(time.Nanosecond) // the settle check reads the full file: changed, so it waits again
+		if got, n := w.inUse(), w.successes(t); got != sha(billingStatus) || n != before {
+			t.Fatalf("in use %.8s after %v reloads: the half written file was used", got, n-before)
+		}
+		advance(debounce)
+		if got := w.inUse(); got != sha(full) {
+			t.Fatalf("in use %.8s a debounce after the full file was read, want the full file", got)
+		}
+		if got := w.successes(t); got != before+1 {
+			t.Errorf("%v successful reloads, want 1: the half written file was used", got-before)
+		}
+	})
 }
 
-// TestWatcherPoll: changes that no file event reports are taken by the poll.
+// advance moves a synctest bubble's time on by d, and returns once every
+// goroutine in it waits again: the Watcher's work due by then is done.
+func advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
+// TestWatcherPoll: changes that no file event reports are taken by the
+// poll. Without file events it runs in a synctest bubble, each poll a
+// minute of the bubble's time; with file events, which a bubble cannot
+// wait for, on the real clock with a short poll.
 func TestWatcherPoll(t *testing.T) {
-	const poll, debounce = time.Minute, time.Second
 	tests := []struct {
 		name     string
 		noEvents bool
@@ -477,34 +472,57 @@ func TestWatcherPoll(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			v := tc.setup(t, t.TempDir())
-			v.write(t, commandLatency)
-			t0 := time.Unix(1e9, 0)
-			clock := filewatchtest.NewClock(t0)
-			w := watch(t, v.path, WatchOptions{PollInterval: poll, Debounce: debounce, clock: clock}, tc.noEvents)
-			armed(t, clock, debounce)
-			clock.Advance(debounce)
-			waitFor(t, hangTimeout, "the file at start is used", func() bool { return w.inUse() == sha(commandLatency) })
-			for i, content := range [][]byte{billingStatus, commandLatency} {
-				v.write(t, content)
-				toNextTick(clock, t0, poll)
-				armed(t, clock, debounce)
-				clock.Advance(debounce)
-				waitFor(t, hangTimeout, fmt.Sprintf("change %d is used", i+1), func() bool { return w.inUse() == sha(content) })
+			// used waits for content to be in use. In a bubble, the file at
+			// start is used a debounce after Run starts; each change, written
+			// a debounce after a tick, a poll after it was written: at the
+			// next tick and a debounce.
+			poll, debounce := 50*time.Millisecond, 10*time.Millisecond
+			used := func(t *testing.T, w *watched, what string, content []byte) {
+				t.Helper()
+				waitFor(t, hangTimeout, what, func() bool { return w.inUse() == sha(content) })
 			}
-			// An unchanged file is neither reloaded nor counted at each poll.
-			successes, failures := w.successes(t), w.failures(t)
-			for range 3 {
-				toNextTick(clock, t0, poll)
+			body := func(t *testing.T) {
+				v := tc.setup(t, t.TempDir())
+				v.write(t, commandLatency)
+				w := watch(t, v.path, WatchOptions{PollInterval: poll, Debounce: debounce}, tc.noEvents)
+				used(t, w, "the file at start is used", commandLatency)
+				for i, content := range [][]byte{billingStatus, commandLatency} {
+					v.write(t, content)
+					used(t, w, fmt.Sprintf("change %d is used", i+1), content)
+				}
+				// An unchanged file is neither reloaded nor counted at each poll.
+				successes, failures := w.successes(t), w.failures(t)
+				time.Sleep(3 * poll)
+				// Reload is taken once the last poll's read is done; it reloads
+				// nothing either, the file being unchanged.
+				if err := w.watcher.Reload(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				if s, f := w.successes(t), w.failures(t); s != successes || f != failures {
+					t.Errorf("reloads of an unchanged file: %v successes and %v failures, want none", s-successes, f-failures)
+				}
 			}
-			// Reload is taken once the last poll's read is done; it reloads
-			// nothing either, the file being unchanged.
-			if err := w.watcher.Reload(t.Context()); err != nil {
-				t.Fatal(err)
+			if !tc.noEvents {
+				body(t)
+				return
 			}
-			if s, f := w.successes(t), w.failures(t); s != successes || f != failures {
-				t.Errorf("reloads of an unchanged file: %v successes and %v failures, want none", s-successes, f-failures)
+			poll, debounce = time.Minute, time.Second
+			used = func(t *testing.T, w *watched, what string, content []byte) {
+				t.Helper()
+				wait := poll
+				if w.inUse() == "" {
+					wait = debounce // the file at start
+				}
+				advance(wait - time.Nanosecond)
+				if w.inUse() == sha(content) {
+					t.Fatalf("%s before %s", what, wait)
+				}
+				advance(time.Nanosecond)
+				if w.inUse() != sha(content) {
+					t.Fatalf("%s: not after %s", what, wait)
+				}
 			}
+			synctest.Test(t, body)
 		})
 	}
 }
@@ -525,73 +543,78 @@ func TestWatcherKeepsLastGood(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			dir := t.TempDir()
-			aw := &kubelet.AtomicWriter{Dir: dir}
-			path := filepath.Join(dir, "config.yaml")
-			write := func(payload map[string][]byte) {
-				t.Helper()
-				if err := aw.Write(payload); err != nil {
-					t.Fatal(err)
-				}
-			}
-			write(map[string][]byte{"config.yaml": commandLatency})
-			w := watch(t, path, WatchOptions{PollInterval: 50 * time.Millisecond, Debounce: 20 * time.Millisecond}, false)
-			waitFor(t, hangTimeout, "the good file is used", func() bool { return w.inUse() == sha(commandLatency) })
-			successTS := w.metric(t, "kong_metrics_sidecar_config_last_reload_success_timestamp_seconds")
-			if successTS <= 0 {
-				t.Errorf("config_last_reload_success_timestamp_seconds = %v after a success", successTS)
-			}
-			successes := w.successes(t)
-
-			write(tc.payload)
-			waitFor(t, hangTimeout, "the bad file is rejected", func() bool { return w.failures(t) == 1 })
-			// Polls go on; a forced reload of the same content fails again
-			// (but is not counted again).
-			if err := w.watcher.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), tc.reason) {
-				t.Errorf("Reload() = %v, want an error containing %q", err, tc.reason)
-			}
-			time.Sleep(150 * time.Millisecond)
-			if got := w.inUse(); got != sha(commandLatency) {
-				t.Fatalf("in use %.8s, want the last good %.8s", got, sha(commandLatency))
-			}
-			if got := w.metric(t, "kong_metrics_sidecar_config_last_reload_successful"); got != 0 {
-				t.Errorf("config_last_reload_successful = %v, want 0", got)
-			}
-			if got := w.failures(t); got != 1 {
-				t.Errorf("%v failed reloads, want 1: the same bad content is counted once, whether polled or forced", got)
-			}
-			if got := w.metric(t, "kong_metrics_sidecar_config_info", "sha256", sha(commandLatency)); got != 1 {
-				t.Errorf("config_info of the last good file = %v, want 1", got)
-			}
-			rejected := func() []string {
-				var lines []string
-				for line := range strings.Lines(w.logs.String()) {
-					if strings.Contains(line, "extension file rejected") {
-						lines = append(lines, line)
+			// In a synctest bubble, without file events (which a bubble cannot
+			// wait for): the poll finds each write, and the waits below cost
+			// no wall-clock time.
+			synctest.Test(t, func(t *testing.T) {
+				dir := t.TempDir()
+				aw := &kubelet.AtomicWriter{Dir: dir}
+				path := filepath.Join(dir, "config.yaml")
+				write := func(payload map[string][]byte) {
+					t.Helper()
+					if err := aw.Write(payload); err != nil {
+						t.Fatal(err)
 					}
 				}
-				return lines
-			}
-			if lines := rejected(); len(lines) != 1 {
-				t.Errorf("%d rejections logged, want 1:\n%s", len(lines), strings.Join(lines, ""))
-			} else if !strings.Contains(lines[0], path) || !strings.Contains(lines[0], tc.reason) {
-				t.Errorf("the rejection %q does not name the path %s and the reason %q", lines[0], path, tc.reason)
-			}
+				write(map[string][]byte{"config.yaml": commandLatency})
+				w := watch(t, path, WatchOptions{PollInterval: 50 * time.Millisecond, Debounce: 20 * time.Millisecond}, true)
+				waitFor(t, hangTimeout, "the good file is used", func() bool { return w.inUse() == sha(commandLatency) })
+				successTS := w.metric(t, "kong_metrics_sidecar_config_last_reload_success_timestamp_seconds")
+				if successTS <= 0 {
+					t.Errorf("config_last_reload_success_timestamp_seconds = %v after a success", successTS)
+				}
+				successes := w.successes(t)
 
-			write(map[string][]byte{"config.yaml": billingStatus})
-			waitFor(t, hangTimeout, "the next good file is used", func() bool { return w.inUse() == sha(billingStatus) })
-			if got := w.successes(t); got != successes+1 {
-				t.Errorf("%v successful reloads, want 1", got-successes)
-			}
-			if got := w.metric(t, "kong_metrics_sidecar_config_last_reload_successful"); got != 1 {
-				t.Errorf("config_last_reload_successful = %v, want 1", got)
-			}
-			if got := w.metric(t, "kong_metrics_sidecar_config_last_reload_success_timestamp_seconds"); got <= successTS {
-				t.Errorf("config_last_reload_success_timestamp_seconds = %v, want after %v", got, successTS)
-			}
-			if _, ok := gathered(t, w.reg, "kong_metrics_sidecar_config_info", "sha256", sha(commandLatency)); ok {
-				t.Errorf("config_info still has the previous file's hash")
-			}
+				write(tc.payload)
+				waitFor(t, hangTimeout, "the bad file is rejected", func() bool { return w.failures(t) == 1 })
+				// Polls go on; a forced reload of the same content fails again
+				// (but is not counted again).
+				if err := w.watcher.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), tc.reason) {
+					t.Errorf("Reload() = %v, want an error containing %q", err, tc.reason)
+				}
+				time.Sleep(150 * time.Millisecond)
+				if got := w.inUse(); got != sha(commandLatency) {
+					t.Fatalf("in use %.8s, want the last good %.8s", got, sha(commandLatency))
+				}
+				if got := w.metric(t, "kong_metrics_sidecar_config_last_reload_successful"); got != 0 {
+					t.Errorf("config_last_reload_successful = %v, want 0", got)
+				}
+				if got := w.failures(t); got != 1 {
+					t.Errorf("%v failed reloads, want 1: the same bad content is counted once, whether polled or forced", got)
+				}
+				if got := w.metric(t, "kong_metrics_sidecar_config_info", "sha256", sha(commandLatency)); got != 1 {
+					t.Errorf("config_info of the last good file = %v, want 1", got)
+				}
+				rejected := func() []string {
+					var lines []string
+					for line := range strings.Lines(w.logs.String()) {
+						if strings.Contains(line, "extension file rejected") {
+							lines = append(lines, line)
+						}
+					}
+					return lines
+				}
+				if lines := rejected(); len(lines) != 1 {
+					t.Errorf("%d rejections logged, want 1:\n%s", len(lines), strings.Join(lines, ""))
+				} else if !strings.Contains(lines[0], path) || !strings.Contains(lines[0], tc.reason) {
+					t.Errorf("the rejection %q does not name the path %s and the reason %q", lines[0], path, tc.reason)
+				}
+
+				write(map[string][]byte{"config.yaml": billingStatus})
+				waitFor(t, hangTimeout, "the next good file is used", func() bool { return w.inUse() == sha(billingStatus) })
+				if got := w.successes(t); got != successes+1 {
+					t.Errorf("%v successful reloads, want 1", got-successes)
+				}
+				if got := w.metric(t, "kong_metrics_sidecar_config_last_reload_successful"); got != 1 {
+					t.Errorf("config_last_reload_successful = %v, want 1", got)
+				}
+				if got := w.metric(t, "kong_metrics_sidecar_config_last_reload_success_timestamp_seconds"); got <= successTS {
+					t.Errorf("config_last_reload_success_timestamp_seconds = %v, want after %v", got, successTS)
+				}
+				if _, ok := gathered(t, w.reg, "kong_metrics_sidecar_config_info", "sha256", sha(commandLatency)); ok {
+					t.Errorf("config_info still has the previous file's hash")
+				}
+			})
 		})
 	}
 }

@@ -71,9 +71,6 @@ type Options struct {
 	// Logger logs watch problems; nil discards them. The user logs what it
 	// makes of the content.
 	Logger *slog.Logger
-	// Clock tells the time and makes the Watcher's timers; nil means the
-	// real clock. Tests pass a fake one.
-	Clock Clock
 	// NoEvents makes the Watcher rely on the poll alone, as it does when
 	// the file system gives no events.
 	NoEvents bool
@@ -188,7 +185,6 @@ type Watcher struct {
 	debounce time.Duration
 	what     string
 	logger   *slog.Logger
-	clock    Clock
 	noEvents bool
 	deliver  func(Content) error
 
@@ -208,7 +204,6 @@ func New(opts Options, deliver func(Content) error) *Watcher {
 		debounce: opts.Debounce,
 		what:     opts.What,
 		logger:   opts.Logger,
-		clock:    opts.Clock,
 		noEvents: opts.NoEvents,
 		deliver:  deliver,
 		reqs:     make(chan chan error),
@@ -231,9 +226,6 @@ func New(opts Options, deliver func(Content) error) *Watcher {
 	}
 	if w.logger == nil {
 		w.logger = slog.New(slog.DiscardHandler)
-	}
-	if w.clock == nil {
-		w.clock = realClock{}
 	}
 	return w
 }
@@ -265,7 +257,7 @@ func (w *Watcher) Reload(ctx context.Context) error {
 // reached) it logs a warning and relies on the poll alone.
 func (w *Watcher) Run(ctx context.Context) {
 	defer close(w.stopped)
-	l := &loop{Watcher: w, timer: w.clock.NewTimer()}
+	l := &loop{Watcher: w, timer: newStoppedTimer()}
 	defer l.timer.Stop()
 
 	var events <-chan fsnotify.Event
@@ -280,13 +272,13 @@ func (w *Watcher) Run(ctx context.Context) {
 			l.fsw, events, errs = fsw, fsw.Events, fsw.Errors
 		}
 	}
-	ticker := w.clock.NewTicker(w.poll)
+	ticker := time.NewTicker(w.poll)
 	defer ticker.Stop()
 
 	// Watch first, then read: a change in between is then seen twice, never
 	// missed.
 	l.sync()
-	l.check(w.clock.Now())
+	l.check(time.Now())
 	w.logger.Info("watching the "+w.what, "paths", w.files, "watches", l.watching, "poll_interval", w.poll)
 	for {
 		select {
@@ -309,12 +301,12 @@ func (w *Watcher) Run(ctx context.Context) {
 			// An overflow lost events; re-read to be safe.
 			w.logger.Warn("watching the "+w.what, "paths", w.files, "err", err)
 			l.timer.Reset(w.debounce)
-		case <-l.timer.C():
+		case <-l.timer.C:
 			l.sync()
-			l.check(w.clock.Now())
-		case <-ticker.C():
+			l.check(time.Now())
+		case <-ticker.C:
 			l.sync()
-			l.check(w.clock.Now())
+			l.check(time.Now())
 		case reply := <-w.reqs:
 			reply <- l.force()
 		}
@@ -325,7 +317,7 @@ func (w *Watcher) Run(ctx context.Context) {
 type loop struct {
 	*Watcher
 	fsw   *fsnotify.Watcher // nil without file events
-	timer Timer             // debounce and settle
+	timer *time.Timer       // debounce and settle
 
 	watching []string // the directories sync wants watched
 	real     []string // each file's resolved path at the last sync; "" if it did not resolve
@@ -334,6 +326,14 @@ type loop struct {
 	last      string    // key of the last read
 	lastSince time.Time // when the last read first returned last
 	applied   string    // key of the last content delivered
+}
+
+// newStoppedTimer returns a stopped timer for the loop to Reset. Since Go
+// 1.23 no value from before a Reset or Stop is received after it.
+func newStoppedTimer() *time.Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
 }
 
 // check reads the files and delivers them once they have settled: the same
@@ -364,7 +364,7 @@ func (l *loop) check(now time.Time) {
 func (l *loop) force() error {
 	c := Read(l.paths...)
 	key := c.Key()
-	l.last, l.lastSince, l.applied = key, l.clock.Now(), key
+	l.last, l.lastSince, l.applied = key, time.Now(), key
 	return l.deliver(c)
 }
 

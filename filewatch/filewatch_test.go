@@ -9,11 +9,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch/filewatchtest"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kubelet"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/kubelet"
 )
 
 // hangTimeout only turns a hang into a failure.
@@ -107,98 +107,98 @@ func TestRead(t *testing.T) {
 	}
 }
 
-// TestSettle drives Run with the fake clock and no file events: the first
-// read and each change wait a debounce of unchanged content, content that
-// changes within the debounce waits again, and content already delivered is
-// not delivered again at the poll.
+// TestSettle drives Run in a synctest bubble, whose clock moves only when
+// every goroutine in it waits, with no file events: the first read and
+// each change wait a debounce of unchanged content, content that changes
+// within the debounce waits again, and content already delivered is not
+// delivered again at the poll.
 func TestSettle(t *testing.T) {
-	const debounce, poll = time.Second, time.Minute
-	path := filepath.Join(t.TempDir(), "f")
-	writeFile(t, path, "v1")
-	clock := filewatchtest.NewClock(time.Unix(1e9, 0))
-	d := newDeliveries()
-	w := filewatch.New(filewatch.Options{Paths: []string{path}, PollInterval: poll, Debounce: debounce, Clock: clock, NoEvents: true}, d.deliver)
-	run(t, w)
-	armed := func(want time.Duration) {
-		t.Helper()
-		select {
-		case got := <-clock.Armed():
-			if got != want {
-				t.Fatalf("timer armed for %s, want %s", got, want)
+	synctest.Test(t, func(t *testing.T) {
+		const debounce, poll = time.Second, time.Minute
+		path := filepath.Join(t.TempDir(), "f")
+		writeFile(t, path, "v1")
+		d := newDeliveries()
+		w := filewatch.New(filewatch.Options{Paths: []string{path}, PollInterval: poll, Debounce: debounce, NoEvents: true}, d.deliver)
+		run(t, w)
+		// advance moves the bubble's time on by by, and returns once the
+		// Watcher waits again: the work due by then is done.
+		advance := func(by time.Duration) {
+			time.Sleep(by)
+			synctest.Wait()
+		}
+		delivered := func(what, want string) {
+			t.Helper()
+			select {
+			case c := <-d.next:
+				if data(c) != want {
+					t.Fatalf("%s: delivered %q, want %q", what, data(c), want)
+				}
+			default:
+				t.Fatalf("%s: nothing delivered, want %q", what, want)
 			}
-		case <-time.After(hangTimeout):
-			t.Fatal("the timer was not armed")
 		}
-	}
-	none := func(what string) {
-		t.Helper()
-		if n := d.count(); n != 0 {
-			t.Fatalf("%s: %d deliveries, want none", what, n)
+		none := func(what string) {
+			t.Helper()
+			if n := len(d.next); n != 0 {
+				t.Fatalf("%s: %d deliveries, want none", what, n)
+			}
 		}
-	}
 
-	armed(debounce) // the first read
-	clock.Advance(debounce - time.Nanosecond)
-	none("before a debounce")
-	clock.Advance(time.Nanosecond)
-	if c := d.wait(t, "after a debounce"); data(c) != "v1" {
-		t.Fatalf("delivered %q, want v1", data(c))
-	}
+		advance(debounce - time.Nanosecond) // the first read waits a debounce
+		none("before a debounce")
+		advance(time.Nanosecond)
+		delivered("after a debounce", "v1")
 
-	// A change half written when the poll reads it, complete before the
-	// settle check: the half is never delivered.
-	// Each Advance ends before a timer the Watcher arms during it falls due.
-	writeFile(t, path, "v2-ha")
-	clock.Advance(poll - debounce) // to the first tick
-	armed(debounce)
-	writeFile(t, path, "v2-half-and-rest")
-	clock.Advance(debounce) // reads the rest: changed, waits again
-	armed(debounce)
-	clock.Advance(debounce / 2)
-	if n := len(d.next); n != 0 {
-		t.Fatalf("delivered before the complete file stayed a debounce")
-	}
-	clock.Advance(debounce / 2)
-	if c := d.wait(t, "the complete file"); data(c) != "v2-half-and-rest" {
-		t.Fatalf("delivered %q, want the complete file", data(c))
-	}
+		// A change half written when the poll reads it, complete before the
+		// settle check: the half is never delivered.
+		writeFile(t, path, "v2-ha")
+		advance(poll - debounce) // to the first tick, which reads the half
+		writeFile(t, path, "v2-half-and-rest")
+		advance(debounce) // the settle check reads the rest: changed, waits again
+		none("the half written file")
+		advance(debounce - time.Nanosecond)
+		none("before the complete file stayed a debounce")
+		advance(time.Nanosecond)
+		delivered("the complete file", "v2-half-and-rest")
 
-	// Polls of an unchanged file deliver nothing; the next change is the
-	// next delivery.
-	clock.Advance(3 * poll) // three ticks, the last 2 s before the end
-	writeFile(t, path, "v3")
-	clock.Advance(poll - 2*debounce) // to the next tick
-	armed(debounce)
-	clock.Advance(debounce)
-	if c := d.wait(t, "v3"); data(c) != "v3" {
-		t.Fatalf("delivered %q after unchanged polls, want v3", data(c))
-	}
-	if n := d.count(); n != 3 {
-		t.Errorf("%d deliveries, want 3", n)
-	}
+		// Polls of an unchanged file deliver nothing; the next change is the
+		// next delivery, a debounce after the poll that read it.
+		advance(3 * poll) // three ticks, the last 2 s before now
+		none("polls of an unchanged file")
+		writeFile(t, path, "v3")
+		advance(poll - 2*debounce) // to the next tick
+		none("v3 when the poll read it")
+		advance(debounce)
+		delivered("v3", "v3")
+		if n := d.count(); n != 3 {
+			t.Errorf("%d deliveries, want 3", n)
+		}
+	})
 }
 
 // TestReload: Reload delivers at once, without the settle check, returns
 // deliver's error, and ErrStopped once Run has returned.
 func TestReload(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "f")
-	d := newDeliveries()
-	w := filewatch.New(filewatch.Options{Paths: []string{path}, PollInterval: time.Hour, Clock: filewatchtest.NewClock(time.Unix(1e9, 0)), NoEvents: true}, d.deliver)
-	stop := run(t, w)
-	if err := w.Reload(t.Context()); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("Reload() without the file = %v, want ErrNotExist", err)
-	}
-	writeFile(t, path, "v1")
-	if err := w.Reload(t.Context()); err != nil {
-		t.Errorf("Reload() = %v", err)
-	}
-	if d.count() != 2 || data(d.got[1]) != "v1" {
-		t.Errorf("deliveries %d, want 2 ending with v1", d.count())
-	}
-	stop()
-	if err := w.Reload(t.Context()); !errors.Is(err, filewatch.ErrStopped) {
-		t.Errorf("Reload() after Run = %v, want ErrStopped", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "f")
+		d := newDeliveries()
+		w := filewatch.New(filewatch.Options{Paths: []string{path}, PollInterval: time.Hour, NoEvents: true}, d.deliver)
+		stop := run(t, w)
+		if err := w.Reload(t.Context()); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("Reload() without the file = %v, want ErrNotExist", err)
+		}
+		writeFile(t, path, "v1")
+		if err := w.Reload(t.Context()); err != nil {
+			t.Errorf("Reload() = %v", err)
+		}
+		if d.count() != 2 || data(d.got[1]) != "v1" {
+			t.Errorf("deliveries %d, want 2 ending with v1", d.count())
+		}
+		stop()
+		if err := w.Reload(t.Context()); !errors.Is(err, filewatch.ErrStopped) {
+			t.Errorf("Reload() after Run = %v, want ErrStopped", err)
+		}
+	})
 }
 
 // TestEvents follows two files of a kubelet Secret volume whose directory

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/filewatch"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kubelet"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/kubelet"
 )
 
 // BenchmarkRead is the cost of one read and hash of a 4 KiB file, which a

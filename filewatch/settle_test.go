@@ -25,7 +25,7 @@ func TestCheckSettle(t *testing.T) {
 				delivered = string(c.Files[0].Data)
 				return nil
 			})
-			l := &loop{Watcher: w, timer: realClock{}.NewTimer()}
+			l := &loop{Watcher: w, timer: newStoppedTimer()}
 			defer l.timer.Stop()
 			for i, s := range steps {
 				if s.content != "" {

@@ -24,8 +24,7 @@ type CertReloaderOptions struct {
 	Logger  *slog.Logger
 	Metrics *Metrics
 
-	noWatch bool            // tests set it to exercise polling alone
-	clock   filewatch.Clock // tests set it to drive the settle check; nil is the real clock
+	noWatch bool // tests set it to exercise polling alone
 }
 
 // certDebounce is how long the certificate files must stay quiet, and then
@@ -57,7 +56,6 @@ func NewCertReloader(opts CertReloaderOptions) (*CertReloader, error) {
 		Debounce:     certDebounce,
 		What:         "serving certificate",
 		Logger:       opts.Logger,
-		Clock:        opts.clock,
 		NoEvents:     opts.noWatch,
 	}, c.load)
 	if err := c.reload(); err != nil {

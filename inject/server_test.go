@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
 )
 
 var buildInfo = regexp.MustCompile(`(?m)^kong_metrics_injector_build_info\{[^}]*goversion="go`)

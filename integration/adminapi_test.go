@@ -1,3 +1,5 @@
+//go:build integration
+
 package integration
 
 import (
@@ -7,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
 )
 
 // TestHTTPRouteThroughAdminAPIWithPrometheus routes the tutorial's

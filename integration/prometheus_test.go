@@ -1,3 +1,5 @@
+//go:build integration
+
 package integration
 
 import (
@@ -12,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
 )
 
 // tutorialMetricsQuery is the metricsQuery of the prometheus-adapter rule in

@@ -1,3 +1,5 @@
+//go:build integration
+
 // Package integration runs the real sidecar binary against a fake Kong.
 package integration
 
@@ -16,9 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kubelet"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/kongsim"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/kubelet"
 )
 
 // hangTimeout bounds every wait for the sidecar to serve a change. It only

@@ -1,3 +1,5 @@
+//go:build integration
+
 package integration
 
 import (
@@ -14,9 +16,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kubelet"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/kongsim"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/kubelet"
 )
 
 // soakDuration is how long TestSoak runs: 60 s in make test, longer with

@@ -7,7 +7,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/kongsim"
 )
 
 // FuzzRewrite feeds arbitrary pages to the rewriter: it must not panic, its

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/kongsim"
 )
 
 // This file is the reference rewriter: the plain implementation of what

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/kongsim"
 )
 
 // TestPageAfterPage checks lines that come after an earlier page taught

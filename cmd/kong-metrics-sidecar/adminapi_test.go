@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
 )
 
 const adminKongPage = `# HELP kong_http_requests_total HTTP status codes per consumer/service/route in Kong

@@ -31,7 +31,7 @@ import (
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/adapter"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
 )
 
 const (

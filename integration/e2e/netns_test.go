@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
 )
 
 // The scenario runs in a network namespace of its own, with only a

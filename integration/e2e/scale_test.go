@@ -19,7 +19,7 @@ import (
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/fakekubelet"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
 )
 
 // The scale scenario (make e2e-scale, issue 18): the tutorial's HPA on a

@@ -22,8 +22,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/kongsim"
 )
 
 // Options say what to measure.

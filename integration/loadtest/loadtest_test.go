@@ -1,3 +1,5 @@
+//go:build integration
+
 package loadtest
 
 import (
@@ -6,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
 )
 
 // TestLoadTestSmall runs every measurement once on a small page, so that

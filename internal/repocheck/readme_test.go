@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
 )
 
 // The README is a landing page: short, and its first screen says what the

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
 )
 
 const extension = harness.TutorialExtension

@@ -25,7 +25,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kongsim"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/kongsim"
 )
 
 // shutdownTimeout bounds how long in-flight requests may take to finish

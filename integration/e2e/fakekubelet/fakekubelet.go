@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/kubelet"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/kubelet"
 )
 
 // NodeName is the Node that RunPods registers and binds its pods to. The

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
 )
 
 // Extension is the sidecar's extension file for the dashboard's data: the

@@ -41,7 +41,7 @@ spec:
 // RepoRoot returns the repository's top directory, found from this file.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
 }
 
 // FreeAddr returns a loopback address with a port nobody listens on now.
