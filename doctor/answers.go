@@ -84,6 +84,18 @@ type InjectorAnswer struct {
 	ReadyEndpoints int `json:"readyEndpoints"`
 	// Log is the tail of the injector's log lines that name a skip.
 	Log []string `json:"log,omitempty"`
+	// Probe is a server-side dry run of a pod that lacks the sidecar:
+	// what the webhook does with it now.
+	Probe *ProbeAnswer `json:"probe,omitempty"`
+}
+
+// ProbeAnswer is the outcome of creating a copy of a pod with dryRun=All:
+// the API server calls the webhook as for a real pod and stores nothing.
+type ProbeAnswer struct {
+	Pod      string   `json:"pod"`
+	Injected bool     `json:"injected"`
+	Warnings []string `json:"warnings,omitempty"`
+	Error    string   `json:"error,omitempty"`
 }
 
 // ServiceAnswer is a Service of the namespace.

@@ -143,18 +143,32 @@ func checkInjection(c *chain) Link {
 	in := c.a.Injector
 	what := fmt.Sprintf("pod(s) %s opted in but have no sidecar", strings.Join(missing, ", "))
 	fix := "once the injector is ready, delete the pod(s): their controller recreates them and the webhook injects them"
+	ns := strings.SplitN(in.Service, "/", 2)[0]
+	if p := in.Probe; in.Webhook && p != nil && p.Error == "" {
+		switch {
+		case p.Injected:
+			return broken(LinkInjection, what+": a dry run of "+p.Pod+" is injected now, so the injector was down or skipped them when they were created", "delete the pod(s): their controller recreates them and the webhook injects them")
+		case len(p.Warnings) > 0:
+			return broken(LinkInjection, what+": the injector skips them; a dry run of "+p.Pod+" warns: "+strings.Join(p.Warnings, " | ")+
+				" (for pods a ReplicaSet creates this warning reaches no one; the injector's log has it too: Opted-in pod left without the sidecar)",
+				"fix what the warning names on the pod template, then "+fix)
+		default:
+			return broken(LinkInjection, fmt.Sprintf("%s: a dry run of %s comes back without the sidecar and without a warning: the API server could not call the injector (Service %s) and, failurePolicy %s, let the pod in without it. The injector is down or unreachable", what, p.Pod, in.Service, in.FailurePolicy),
+				"get the injector ready (kubectl -n "+ns+" get pods; its Service's endpoints), then "+fix)
+		}
+	}
 	switch {
 	case !in.Webhook:
 		return broken(LinkInjection, what+": no MutatingWebhookConfiguration calls inject.kong-metrics-sidecar.io", "install the injector (manifests/injector or the chart), then "+fix)
 	case in.ReadyEndpoints == 0:
 		return broken(LinkInjection, fmt.Sprintf("%s: the injector's Service %s has no ready endpoint, so the API server could not call it and (failurePolicy %s) created the pods without it", what, in.Service, in.FailurePolicy),
-			"get the injector ready (kubectl -n "+strings.SplitN(in.Service, "/", 2)[0]+" get pods), then "+fix)
+			"get the injector ready (kubectl -n "+ns+" get pods), then "+fix)
 	}
 	detail := what + ": the webhook is configured and the injector is reachable, so it skipped them; it says why in its log (for pods a ReplicaSet creates, the admission warning reaches no one)"
 	if len(in.Log) > 0 {
 		detail += "; it logged: " + strings.Join(in.Log, " | ")
 	}
-	return broken(LinkInjection, detail, "fix what the log names (kubectl logs -n "+strings.SplitN(in.Service, "/", 2)[0]+" deploy/kong-metrics-injector | grep 'left without the sidecar'), then "+fix)
+	return broken(LinkInjection, detail, "fix what the log names (kubectl logs -n "+ns+" deploy/kong-metrics-injector | grep 'left without the sidecar'), then "+fix)
 }
 
 // sample is one line of the text format: its name, labels and value.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -367,6 +368,73 @@ func (f *fetcher) injector(ctx context.Context) {
 			}
 		}
 	}
+	if in.Webhook {
+		in.Probe = f.probe(ctx)
+	}
+}
+
+// warningCollector keeps the warnings of the API server's answers.
+type warningCollector struct {
+	mu       sync.Mutex // Protects warnings.
+	warnings []string
+}
+
+// HandleWarningHeaderWithContext is rest.WarningHandlerWithContext.
+func (w *warningCollector) HandleWarningHeaderWithContext(_ context.Context, _ int, _ string, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.warnings = append(w.warnings, text)
+}
+
+// probe creates, with dryRun=All, a copy of the first opted-in pod that
+// lacks the sidecar: the API server calls the webhook as for a real pod
+// (its sideEffects are None) and stores nothing. The answer tells an
+// injector that is down (no sidecar, no warning) from one that skips the
+// pod (its warnings, which a ReplicaSet's pods never show anyone).
+func (f *fetcher) probe(ctx context.Context) *ProbeAnswer {
+	var name string
+	for _, p := range f.a.Pods {
+		if p.OptedIn && !p.Sidecar {
+			name = p.Name
+			break
+		}
+	}
+	if name == "" {
+		return nil
+	}
+	ans := &ProbeAnswer{Pod: name}
+	pod, err := f.kube.CoreV1().Pods(f.opts.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		ans.Error = err.Error()
+		return ans
+	}
+	probe := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "kong-metrics-doctor-probe-", Namespace: pod.Namespace, Labels: pod.Labels, Annotations: pod.Annotations},
+		Spec:       *pod.Spec.DeepCopy(),
+	}
+	probe.Spec.NodeName = ""
+	probe.Spec.EphemeralContainers = nil
+	warnings := &warningCollector{}
+	cfg := rest.CopyConfig(f.opts.Config)
+	cfg.WarningHandler = nil
+	cfg.WarningHandlerWithContext = warnings
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		ans.Error = err.Error()
+		return ans
+	}
+	got, err := kube.CoreV1().Pods(pod.Namespace).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err != nil {
+		ans.Error = err.Error()
+		return ans
+	}
+	for _, c := range slices.Concat(got.Spec.InitContainers, got.Spec.Containers) {
+		ans.Injected = ans.Injected || c.Name == sidecarContainer
+	}
+	warnings.mu.Lock()
+	ans.Warnings = warnings.warnings
+	warnings.mu.Unlock()
+	return ans
 }
 
 // readyEndpoints counts the ready endpoints of a Service; -1 when it has
