@@ -55,10 +55,26 @@ type doctorReport struct {
 // cluster's, and returns its exit status and report.
 type doctor struct {
 	bin, kubeconfig, prometheus string
+	// target is service/command unless set.
+	target string
+}
+
+// newDoctor is the doctor as a user of c, asking prom.
+func newDoctor(t *testing.T, c *cluster.Cluster, bin, prom, target string) *doctor {
+	t.Helper()
+	kubeconfig, err := c.Kubeconfig("doctor", "doctor-user", []string{"system:masters"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &doctor{bin: bin, kubeconfig: kubeconfig, prometheus: prom, target: target}
 }
 
 func (d *doctor) run(ctx context.Context) (int, *doctorReport, string, error) {
-	cmd := exec.CommandContext(ctx, d.bin, "doctor", "-n", "kong", "service/command", "-o", "json",
+	target := d.target
+	if target == "" {
+		target = "service/command"
+	}
+	cmd := exec.CommandContext(ctx, d.bin, "doctor", "-n", "kong", target, "-o", "json",
 		"--kubeconfig", d.kubeconfig, "--prometheus", d.prometheus, "--timeout", "30s")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -115,6 +131,24 @@ func (d *doctor) waitWhole(ctx context.Context, t *testing.T, w *world, timeout 
 	return time.Since(start).Round(100 * time.Millisecond)
 }
 
+// expectWhole runs the doctor once and requires exit 0 with every link
+// ok, the last one's detail saying says.
+func (d *doctor) expectWhole(ctx context.Context, t *testing.T, says string) string {
+	t.Helper()
+	code, r, stderr, err := d.run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, notOK := r.verdict(); code != 0 || len(notOK) > 0 {
+		t.Fatalf("the doctor on %s: exit %d, links not ok %v, want exit 0, every link ok: %+v %s", d.target, code, notOK, r.Links, stderr)
+	}
+	last := r.Links[len(r.Links)-1]
+	if !strings.Contains(last.Detail, says) {
+		t.Fatalf("the doctor's %s line %q does not say %q", last.Name, last.Detail, says)
+	}
+	return last.Name + ": " + last.Detail
+}
+
 // waitBroken waits until the doctor exits 1 naming exactly link as
 // broken, every link before it ok, its detail saying says; it returns the
 // link's line.
@@ -162,13 +196,9 @@ func stepDoctor(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster,
 ) {
 	t.Helper()
 	start := time.Now()
-	kubeconfig, err := c.Kubeconfig("doctor", "doctor-user", []string{"system:masters"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Prometheus listens on loopback here, which the API server's Service
 	// proxy refuses to dial: the doctor is given its URL.
-	d := &doctor{bin: doctorBin, kubeconfig: kubeconfig, prometheus: proms[0].URL}
+	d := newDoctor(t, c, doctorBin, proms[0].URL, "")
 
 	// Back to a whole chain after step 6: command selected again, traffic.
 	selectCommand(ctx, t, c)
