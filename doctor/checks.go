@@ -338,7 +338,7 @@ func kept(page string, svc relabel.Service) int {
 
 func checkResolution(c *chain) Link {
 	rw := relabel.New(c.sel)
-	var problems, idlePods, okPods, otherPods []string
+	var problems, okPods, otherPods []string
 	samePods := podGroups{}
 	for _, p := range c.sidecarPods() {
 		if p.Metrics == nil || p.KongPage == nil {
@@ -379,7 +379,7 @@ func checkResolution(c *chain) Link {
 			problems = append(problems, fmt.Sprintf("the sidecar of %s resolves %g Kong service name(s) to no Service: %s", p.Name, unresolvedCount, strings.Join(unresolved, "; ")))
 			samePods.add(problems[len(problems)-1], p.Name)
 		case len(seen) == 0:
-			idlePods = append(idlePods, p.Name)
+			// Kong has proxied nothing through this pod yet.
 		default:
 			otherPods = append(otherPods, fmt.Sprintf("%s (Kong's names: %s)", p.Name, strings.Join(elsewhere, ", ")))
 		}
