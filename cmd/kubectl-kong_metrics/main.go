@@ -86,6 +86,7 @@ func runDoctor(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, pflag.ErrHelp) {
 			return exitWhole
 		}
+		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
 	if fs.NArg() != 1 {
