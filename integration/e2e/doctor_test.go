@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -18,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
@@ -332,8 +335,86 @@ func stepDoctor(ctx context.Context, t *testing.T, w *world, c *cluster.Cluster,
 		took := d.waitWhole(ctx, t, w, timeout, b.link+" repaired")
 		w.step("doctor: %s broken, named after %s (%s); repaired, whole again after %s", b.link, named, line, took)
 	}
+	line = doctorThroughServiceProxy(ctx, t, c, d, proms[0].addr)
+	w.step("doctor without --prometheus, through the Prometheus resource's Service and the API server's Service proxy: whole (%s)", line)
 	w.step("doctor passed: opt-in, injection (injector down; pod created while it was), extension, kong-plugin, resolution, monitor, prometheus, custom-metrics and hpa each named alone when broken; whole after each repair (%s in all)",
 		time.Since(start).Round(time.Second))
+}
+
+// promServiceAddr is where the test forwards to Prometheus for the API
+// server's Service proxy, which refuses loopback: an address of the pod
+// network that podAddresses never hands out.
+const promServiceAddr = "10.244.255.9"
+
+// doctorThroughServiceProxy gives the Prometheus resource the Service
+// kube-prometheus-stack gives it (same name, port http-web 9090), its
+// endpoint a forwarder to the Prometheus at promAddr, and runs the doctor
+// without --prometheus: it finds the Service from the resource and asks
+// Prometheus through the API server. It returns the prometheus line.
+func doctorThroughServiceProxy(ctx context.Context, t *testing.T, c *cluster.Cluster, d *doctor, promAddr string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(promServiceAddr, "9090"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				out, err := net.Dial("tcp", promAddr)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go func() { _, _ = io.Copy(out, in) }()
+				_, _ = io.Copy(in, out)
+			}()
+		}
+	}()
+	name, port := promName, int32(9090)
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "prometheus"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http-web", Port: port, TargetPort: intstr.FromInt32(port)}}},
+	}
+	if _, err := c.Client.CoreV1().Services("prometheus").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Endpoints, not an EndpointSlice: the API server's Service proxy
+	// (services/proxy) reads them.
+	//nolint:staticcheck // deprecated for clients, still what services/proxy reads
+	eps := &corev1.Endpoints{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "prometheus"},
+		Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: promServiceAddr}},
+			Ports: []corev1.EndpointPort{{Name: "http-web", Port: port}}}},
+	}
+	if _, err := c.Client.CoreV1().Endpoints("prometheus").Create(ctx, eps, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	viaService := *d
+	viaService.prometheus = ""
+	want := fmt.Sprintf("Prometheus (Service prometheus/%s:9090) scrapes every sidecar", name)
+	var found string
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+		code, r, stderr, err := viaService.run(ctx)
+		if err == nil {
+			found = r.link("prometheus").Detail
+			_, notOK := r.verdict()
+			if code == 0 && len(notOK) == 0 && strings.Contains(found, want) {
+				return found
+			}
+			found = fmt.Sprintf("exit %d, not ok %v, prometheus: %s %s", code, notOK, found, stderr)
+		} else {
+			found = err.Error()
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the doctor without --prometheus: %s; want exit 0, every link ok, %q", found, want)
+		}
+	}
 }
 
 func unstructuredInt(obj map[string]any, path ...string) (int64, bool, error) {
