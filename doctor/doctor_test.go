@@ -89,6 +89,8 @@ func TestDiagnose(t *testing.T) {
 		// At its minimum with traffic: the latency is below target, not idle.
 		{"hpa-at-min", "", nil, "(desired 1, 1..10), ScalingActive True\n"},
 		{"scaledobject", "", nil, "Ready and Active"},
+		// service/command where only KEDA scales on it: the chain ends in KEDA.
+		{"service-scaled-by-keda", "", nil, "ok        scaledobject   ScaledObject command Ready and Active"},
 		{"scaledobject-not-ready", LinkScaledObject, nil, "is not Ready (TriggerError"},
 		{"scaledobject-inactive", "", nil, "Idle, not a fault"},
 	}

@@ -116,7 +116,7 @@ func Fetch(ctx context.Context, opts FetchOptions) (*Answers, error) {
 	f.injector(ctx)
 	f.monitors(ctx)
 	f.prometheus(ctx)
-	if kind != "scaledobject" {
+	if !usesKEDA(f.a) {
 		f.customMetrics(ctx)
 	}
 	return f.a, nil
@@ -131,6 +131,16 @@ func (f *fetcher) target(ctx context.Context, kind, name string) error {
 			return fmt.Errorf("%w: Service %s/%s: %w", ErrTarget, ns, name, err)
 		}
 		f.a.Service = name
+		// KEDA scales on the Service when a ScaledObject's query names it.
+		if list, err := f.dyn.Resource(scaledObjects).Namespace(ns).List(ctx, metav1.ListOptions{}); err == nil {
+			for i := range list.Items {
+				so := scaledObjectAnswer(&list.Items[i])
+				if m := exportedService.FindStringSubmatch(so.Query); m != nil && m[1] == name {
+					so.Events = f.events(ctx, "ScaledObject", so.Name)
+					f.a.ScaledObjects = append(f.a.ScaledObjects, so)
+				}
+			}
+		}
 	case "hpa":
 		h, err := f.kube.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -212,7 +222,7 @@ func (f *fetcher) hpas(ctx context.Context, kind, name string) {
 			continue
 		case kind == "scaledobject" && ans.ManagedBy != name:
 			continue
-		case kind == "service" && len(ans.Metrics) == 0:
+		case kind == "service" && len(ans.Metrics) == 0 && !slices.ContainsFunc(f.a.ScaledObjects, func(so ScaledObjectAnswer) bool { return so.Name == ans.ManagedBy }):
 			continue
 		}
 		for _, c := range h.Status.Conditions {

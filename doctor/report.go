@@ -53,7 +53,7 @@ func Diagnose(a *Answers) Report {
 		{LinkSidecar, checkSidecar}, {LinkKongPlugin, checkKongPlugin}, {LinkResolution, checkResolution},
 		{LinkMonitor, checkMonitor}, {LinkPrometheus, checkPrometheus}, {LinkSeries, checkSeries},
 	}
-	if strings.HasPrefix(a.Target, "scaledobject/") {
+	if usesKEDA(a) {
 		// KEDA queries Prometheus itself: no custom metrics API.
 		steps = append(steps, step{LinkScaledObject, checkScaledObject})
 	} else {
@@ -68,6 +68,24 @@ func Diagnose(a *Answers) Report {
 		r.Links = append(r.Links, s.check(c))
 	}
 	return r
+}
+
+// usesKEDA reports whether the chain ends in KEDA rather than the custom
+// metrics API: the target is a ScaledObject, or a Service that only
+// ScaledObjects scale.
+func usesKEDA(a *Answers) bool {
+	if strings.HasPrefix(a.Target, "scaledobject/") {
+		return true
+	}
+	if len(a.ScaledObjects) == 0 {
+		return false
+	}
+	for _, h := range a.HPAs {
+		if h.ManagedBy == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // Broken returns the broken link, if any.
