@@ -384,13 +384,30 @@ func doctorThroughServiceProxy(ctx context.Context, t *testing.T, c *cluster.Clu
 	if _, err := c.Client.CoreV1().Services("prometheus").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The API server's Service proxy only dials an endpoint that is a pod
+	// of the Service's namespace with that IP: the first replica's pod,
+	// which the StatefulSet would run, with the forwarder's address.
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: promPod(0), Namespace: "prometheus"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "prometheus", Image: "quay.io/prometheus/prometheus"}}},
+	}
+	pod, err = c.Client.CoreV1().Pods("prometheus").Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod.Status.PodIP, pod.Status.PodIPs = promServiceAddr, []corev1.PodIP{{IP: promServiceAddr}}
+	if _, err := c.Client.CoreV1().Pods("prometheus").UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	// Endpoints, not an EndpointSlice: the API server's Service proxy
 	// (services/proxy) reads them.
 	//nolint:staticcheck // deprecated for clients, still what services/proxy reads
 	eps := &corev1.Endpoints{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "prometheus"},
-		Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: promServiceAddr}},
-			Ports: []corev1.EndpointPort{{Name: "http-web", Port: port}}}},
+		Subsets: []corev1.EndpointSubset{{
+			Addresses: []corev1.EndpointAddress{{IP: promServiceAddr, TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "prometheus", Name: pod.Name, UID: pod.UID}}},
+			Ports:     []corev1.EndpointPort{{Name: "http-web", Port: port}},
+		}},
 	}
 	if _, err := c.Client.CoreV1().Endpoints("prometheus").Create(ctx, eps, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
