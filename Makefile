@@ -196,8 +196,8 @@ manifests:
 	cd charts/test && $(GO) run ./cmd/gen-manifests -chart $(CURDIR)/charts/kong-metrics-sidecar -out $(CURDIR)/manifests
 
 # The release (docs/versioning.md): one build, the same here and in the
-# release workflow (.github/workflows/release.yml). release-bins builds both
-# binaries for each platform with $(BUILD), the flags of make build, into
+# release workflow (.github/workflows/release.yml). release-bins builds the
+# three binaries (sidecar, injector, kubectl plugin) for each platform with $(BUILD), the flags of make build, into
 # $(RELEASE_DIR)/<os>_<arch>/; release (the release module's cmd/release,
 # with go-containerregistry and Helm as libraries, no container daemon)
 # puts them on the base image, pinned by digest, as a two-platform OCI
@@ -223,7 +223,7 @@ RELEASE_TOOL = cd release && $(GO) run ./cmd/release -version $(1) -revision $(R
 release-bins:
 	@set -e; for p in $(RELEASE_PLATFORMS); do os=$${p%/*}; arch=$${p#*/}; \
 		echo "release-bins: $$p"; \
-		GOOS=$$os GOARCH=$$arch $(BUILD) -o $(RELEASE_DIR)/$${os}_$${arch}/ ./cmd/kong-metrics-sidecar ./cmd/kong-metrics-injector; \
+		GOOS=$$os GOARCH=$$arch $(BUILD) -o $(RELEASE_DIR)/$${os}_$${arch}/ ./cmd/kong-metrics-sidecar ./cmd/kong-metrics-injector ./cmd/kubectl-kong_metrics; \
 	done
 
 release: release-bins

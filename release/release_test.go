@@ -48,7 +48,7 @@ const (
 	epoch = "1700000000"
 )
 
-var programs = []string{"kong-metrics-injector", "kong-metrics-sidecar"}
+var programs = []string{"kong-metrics-injector", "kong-metrics-sidecar", "kubectl-kong_metrics"}
 
 // TestRelease runs make release into a registry on 127.0.0.1 on a stand-in
 // base, pulls the index and the chart back, checks both, and runs make

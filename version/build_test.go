@@ -92,7 +92,7 @@ func TestBuildIsStaticAndStamped(t *testing.T) {
 	for _, e := range entries {
 		checkStatic(t, filepath.Join(dir, e.Name()))
 	}
-	for _, name := range []string{"kong-metrics-sidecar", "kong-metrics-injector"} {
+	for _, name := range []string{"kong-metrics-sidecar", "kong-metrics-injector", "kubectl-kong_metrics"} {
 		path := filepath.Join(dir, name)
 		bi, err := buildinfo.ReadFile(path)
 		if err != nil {

@@ -58,7 +58,7 @@ func TestTutorial(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the end-to-end test starts a control plane; not in -short")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 14*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 18*time.Minute)
 	defer cancel()
 	modules := []string{"etcd", "kubernetes", "prometheus", "prometheus-operator"}
 	tb := startTestbed(ctx, t, modules...)
@@ -70,7 +70,11 @@ func TestTutorial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.step("binaries ready (custom metrics: %s)", adapterName)
+	doctorBin, err := doctorBinary(ctx, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.step("binaries ready (custom metrics: %s; doctor %s)", adapterName, doctorBin)
 
 	c := tb.startControlPlane(ctx, t)
 
@@ -107,7 +111,10 @@ func TestTutorial(t *testing.T) {
 	kongPods := step2Webhook(ctx, t, w, c, injector)
 	// The injector again, as its Deployment's pods would be: a Kong pod
 	// the ReplicaSet replaces gets the sidecar too.
-	startInjector(t, w, c, objs, own["kong-metrics-injector"], injectorAddr, filepath.Join(dir, "injector"))
+	startInjectorAgain := func() *harness.Process {
+		return startInjector(t, w, c, objs, own["kong-metrics-injector"], injectorAddr, filepath.Join(dir, "injector"))
+	}
+	injector = startInjectorAgain()
 
 	// --- Step 3: the data planes, the sidecars and Prometheus.
 	dp := &dataPlanes{w: w, c: c, own: own, sidecarPort: sidecarPort, dir: filepath.Join(dir, "pods"), logger: logger, kongServices: simServices(combined)}
@@ -157,6 +164,9 @@ func TestTutorial(t *testing.T) {
 	// --- Step 6: hot reload through the API server.
 	step6Reload(ctx, t, w, c, dp)
 	stepSeriesLostAlert(ctx, w, proms)
+
+	// --- kubectl kong-metrics doctor on the chain, whole and broken.
+	stepDoctor(ctx, t, w, c, dp, proms, lb, &tr, doctorBin, &injector, startInjectorAgain)
 }
 
 func podNames(pods []*kongPod) []string {

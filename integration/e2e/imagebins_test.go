@@ -10,15 +10,15 @@ import (
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
 )
 
-// imageBinDirEnv names the directory holding kong-metrics-sidecar and
-// kong-metrics-injector as taken from the pulled release image: make e2e
+// imageBinDirEnv names the directory holding kong-metrics-sidecar,
+// kong-metrics-injector and kubectl-kong_metrics as taken from the pulled release image: make e2e
 // sets it after make image-bins (the release build, pushed to a registry
 // on 127.0.0.1 and pulled back; release/cmd/release -local).
 const imageBinDirEnv = "E2E_IMAGE_BIN_DIR"
 
 // imageBinaries are the programs the test runs from the image when
 // E2E_IMAGE_BIN_DIR is set; the Kong simulator is never in the image.
-var imageBinaries = []string{"kong-metrics-sidecar", "kong-metrics-injector"}
+var imageBinaries = []string{"kong-metrics-sidecar", "kong-metrics-injector", "kubectl-kong_metrics"}
 
 // ownBinaries returns the project's programs by name: those of the
 // release image from E2E_IMAGE_BIN_DIR when it is set (as make e2e sets

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -218,6 +219,12 @@ func TestKEDA(t *testing.T) {
 		t.Fatalf("SuccessfulRescale sizes %v, want them to end at exactly 10", sizes)
 	}
 	w.step("step 2b passed: KEDA's HPA scaled command up through sizes %v: %s", sizes, obs)
+	doctorBin, err := doctorBinary(ctx, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDoctor(t, c, doctorBin, prom.URL, "scaledobject/"+scaledObject)
+	w.step("doctor on scaledobject/%s at 10 replicas: exit 0, every link ok (%s)", scaledObject, d.expectWhole(ctx, t, "Ready and Active"))
 
 	// --- Step 3: at sleep 0, back to 1.
 	ok, err := tr.stop()
@@ -263,6 +270,17 @@ func TestKEDA(t *testing.T) {
 		t.Fatalf("with traffic stopped: warning events %v", added)
 	}
 	w.step("step 4 passed: traffic stopped: external metric 0 after %s (%s); command stayed at 1 for 35s more, no rescale, no warning event", zeroAfter, obs)
+	// No traffic is not a fault: the doctor exits 0 and says idle.
+	obs = w.waitFor(ctx, 60*time.Second, "the doctor: exit 0, every link ok, the ScaledObject idle", func() (bool, string) {
+		code, r, stderr, err := d.run(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		_, notOK := r.verdict()
+		last := r.Links[len(r.Links)-1]
+		return code == 0 && len(notOK) == 0 && strings.Contains(last.Detail, "Idle, not a fault"), fmt.Sprintf("exit %d, not ok %v, %s: %s %s", code, notOK, last.Name, last.Detail, stderr)
+	})
+	w.step("doctor with traffic stopped: %s", obs)
 
 	// --- Step 5: the extension no longer selects command, under load, so
 	// that keeping the replicas and scaling to the minimum differ.
@@ -270,4 +288,5 @@ func TestKEDA(t *testing.T) {
 	obs = kedaScale(ctx, t, w, c, snapshot(kedaEvents(ctx, t, c)), 10, "above target", 150*time.Second)
 	w.step("step 5: traffic at sleep 0.1 again: %s", obs)
 	kedaStep5(ctx, t, w, c, dp, prom, query, metric, 10)
+	w.step("doctor on scaledobject/%s with the ConfigMap not selecting command: %s", scaledObject, d.waitBroken(ctx, t, w, 30*time.Second, "extension", "not kong/command"))
 }

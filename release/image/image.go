@@ -1,6 +1,6 @@
 // Package image assembles the release image without a container daemon:
 // for each platform, the base image's manifest for that platform plus one
-// layer holding both binaries, with the project's user, entrypoint and OCI
+// layer holding the three binaries, with the project's user, entrypoint and OCI
 // labels; and an OCI index over the platforms. Every input that could vary
 // between two builds of one commit is fixed (file times, owners, modes and
 // order in the layer, the creation time), so the same binaries and base
@@ -26,13 +26,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// BinDir is where both binaries are in the image: the chart's injector
+// BinDir is where the binaries are in the image: the chart's injector
 // command (/usr/local/bin/kong-metrics-injector) and the image's
-// entrypoint (/usr/local/bin/kong-metrics-sidecar) name them there.
+// entrypoint (/usr/local/bin/kong-metrics-sidecar) name them there; the
+// kubectl plugin (kubectl-kong_metrics) is there to be copied out.
 const BinDir = "/usr/local/bin"
 
 // Programs are the binaries the image holds, by file name.
-var Programs = []string{"kong-metrics-injector", "kong-metrics-sidecar"}
+var Programs = []string{"kong-metrics-injector", "kong-metrics-sidecar", "kubectl-kong_metrics"}
 
 // User is the image's user: distroless's nonroot (uid and gid 65532).
 const User = "65532:65532"

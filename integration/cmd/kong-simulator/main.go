@@ -48,6 +48,7 @@ func run() int {
 	adminKey := fs.String("admin-key", "", "Admin API serving key (PEM)")
 	adminClientCA := fs.String("admin-client-ca", "", "CA file (PEM); when set, the Admin API requires a client certificate it signs")
 	adminToken := fs.String("admin-token", "", "when set, the Admin API requires it in the Kong-Admin-Token header")
+	latencyMetrics := fs.Bool("latency-metrics", true, "the prometheus plugin's latency_metrics: false leaves out the three latency histograms, as Kong does")
 	statsListen := fs.String("stats-listen", "", "the simulator's own counters, which Kong does not have (GET /stats: {\"metrics_fetches\":N}); empty for none")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
@@ -63,9 +64,11 @@ func run() int {
 		logger.Error("Invalid -routes", "err", fmt.Sprintf("%d is negative", *routes))
 		return 2
 	}
+	toggles := kongsim.AllToggles
+	toggles.Latency = *latencyMetrics
 	cfg := kongsim.Config{
 		Services:       svcs,
-		Toggles:        kongsim.AllToggles,
+		Toggles:        toggles,
 		StreamListener: *stream,
 		KongLatency:    *kongLatency,
 	}
