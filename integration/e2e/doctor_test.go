@@ -24,7 +24,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/e2e/cluster"
-	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/integration/harness"
+	"github.com/kong-metrics-sidecar/kong-metrics-sidecar/internal/testsupport/harness"
 )
 
 // doctorProgram is the kubectl plugin, kubectl kong-metrics.
