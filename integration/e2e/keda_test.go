@@ -224,6 +224,15 @@ func TestKEDA(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := newDoctor(t, c, doctorBin, prom.URL, "scaledobject/"+scaledObject)
+	// KEDA sets Active on its own polling interval: one run may see it late.
+	w.waitFor(ctx, 60*time.Second, "the doctor: scaledobject Ready and Active", func() (bool, string) {
+		_, r, _, err := d.run(ctx)
+		if err != nil || len(r.Links) == 0 {
+			return false, fmt.Sprint(err)
+		}
+		last := r.Links[len(r.Links)-1].Detail
+		return strings.Contains(last, "Ready and Active"), last
+	})
 	w.step("doctor on scaledobject/%s at 10 replicas: exit 0, every link ok (%s)", scaledObject, d.expectWhole(ctx, t, "Ready and Active"))
 
 	// --- Step 3: at sleep 0, back to 1.
