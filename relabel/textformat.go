@@ -54,8 +54,8 @@ func validLabelName(b []byte) bool {
 // validSampleValue checks what follows the labels: " <value>" and an
 // optional " <timestamp>".
 func validSampleValue(rest []byte) bool {
-	// Fast path - one blank and a plain integer, as Kong writes counts.
-	if len(rest) >= 2 && rest[0] == ' ' && isPlainInteger(rest[1:]) {
+	// Fast path - one blank and a short integer, as Kong writes counts.
+	if len(rest) >= 2 && rest[0] == ' ' && isShortInteger(rest[1:]) {
 		return true
 	}
 	if len(rest) == 0 || (rest[0] != ' ' && rest[0] != '\t') {
@@ -105,7 +105,7 @@ func nextField(s []byte) (field, rest []byte) {
 // Go parses less its hex and underscore forms.
 func validFloat(v []byte) bool {
 	// Fast path - Kong's bounds.
-	if isPlainInteger(v) || string(v) == "+Inf" {
+	if isShortInteger(v) || string(v) == "+Inf" {
 		return true
 	}
 	if bytes.ContainsAny(v, "pP_") {
@@ -115,9 +115,15 @@ func validFloat(v []byte) bool {
 	return err == nil
 }
 
-func isPlainInteger(s []byte) bool {
+// isShortInteger reports whether s is an optionally negative integer of at
+// most 18 digits, which a float64 always holds. A longer one may not: 309
+// digits overflow, and a strict parser rejects the whole page for it.
+func isShortInteger(s []byte) bool {
 	if len(s) > 0 && s[0] == '-' {
 		s = s[1:]
+	}
+	if len(s) > 18 {
+		return false
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {
