@@ -461,23 +461,3 @@ func deletePod(ctx context.Context, t *testing.T, c *cluster.Cluster, name strin
 		t.Fatal(err)
 	}
 }
-
-// selectCommand undoes deselectCommand.
-func selectCommand(ctx context.Context, t *testing.T, c *cluster.Cluster) *corev1.ConfigMap {
-	t.Helper()
-	cms := c.Client.CoreV1().ConfigMaps("kong")
-	cm, err := cms.Get(ctx, "kong-metrics-sidecar", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := cm.Data["config.yaml"]
-	updated := strings.Replace(old, "- name: not-command", "- name: command", 1)
-	if updated == old {
-		t.Fatalf("config.yaml does not deselect command as expected:\n%s", old)
-	}
-	cm.Data["config.yaml"] = updated
-	if cm, err = cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return cm
-}

@@ -600,8 +600,20 @@ func servingCert(t *testing.T, c *cluster.Cluster, dir, dnsName string) (certFil
 
 // deselectCommand updates the sidecar's ConfigMap so that the extension
 // selects Service not-command instead of command, and returns the stored
-// ConfigMap.
+// ConfigMap; selectCommand undoes it.
 func deselectCommand(ctx context.Context, t *testing.T, c *cluster.Cluster) *corev1.ConfigMap {
+	t.Helper()
+	return renameSelectedService(ctx, t, c, "command", "not-command")
+}
+
+func selectCommand(ctx context.Context, t *testing.T, c *cluster.Cluster) *corev1.ConfigMap {
+	t.Helper()
+	return renameSelectedService(ctx, t, c, "not-command", "command")
+}
+
+// renameSelectedService replaces the extension's service selector name
+// from with to in the sidecar's ConfigMap and returns the stored ConfigMap.
+func renameSelectedService(ctx context.Context, t *testing.T, c *cluster.Cluster, from, to string) *corev1.ConfigMap {
 	t.Helper()
 	cms := c.Client.CoreV1().ConfigMaps("kong")
 	cm, err := cms.Get(ctx, "kong-metrics-sidecar", metav1.GetOptions{})
@@ -609,13 +621,12 @@ func deselectCommand(ctx context.Context, t *testing.T, c *cluster.Cluster) *cor
 		t.Fatal(err)
 	}
 	old := cm.Data["config.yaml"]
-	updated := strings.Replace(old, "- name: command", "- name: not-command", 1)
+	updated := strings.Replace(old, "- name: "+from, "- name: "+to, 1)
 	if updated == old {
-		t.Fatalf("config.yaml does not select command as expected:\n%s", old)
+		t.Fatalf("config.yaml does not select Service %s as expected:\n%s", from, old)
 	}
 	cm.Data["config.yaml"] = updated
-	cm, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
-	if err != nil {
+	if cm, err = cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return cm
