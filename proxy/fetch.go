@@ -303,6 +303,7 @@ func (h *Handler) rewrite(body io.Reader, rw *relabel.Rewriter, sp *spool) (stat
 	br.Reset(body)
 	defer func() { br.Reset(nil); h.readers.Put(br) }()
 	page := rw.NewPage()
+	defer page.Release()
 	var long []byte // a line longer than the read buffer
 	for {
 		line, err := br.ReadSlice('\n')

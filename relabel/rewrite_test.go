@@ -23,6 +23,7 @@ var (
 // rewriteAll rewrites a whole page, as the proxy does line by line.
 func rewriteAll(rw *Rewriter, page []byte) ([]byte, Stats) {
 	p := rw.NewPage()
+	defer p.Release()
 	var out []byte
 	for line := range bytes.Lines(page) {
 		out = p.AppendLine(out, bytes.TrimSuffix(line, []byte("\n")))

@@ -103,6 +103,7 @@ func runBench(b *testing.B, f func(b *testing.B, c *benchCase)) {
 func rewritePage(rw *Rewriter, page, dst []byte) ([]byte, int, Stats) {
 	const handOn = 256 << 10
 	p := rw.NewPage()
+	defer p.Release()
 	n := 0
 	for len(page) > 0 {
 		line := page

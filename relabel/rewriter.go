@@ -27,6 +27,8 @@ type Rewriter struct {
 	cachedBytes int                   // about what cache holds
 
 	noGuess bool // lookups skip the targets' next links (BenchmarkNextGuess's baseline)
+
+	unresolvedSets sync.Pool // of map[string]struct{}, emptied: Page.unresolved
 }
 
 // target is what one Kong service or upstream name resolves to.

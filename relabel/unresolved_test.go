@@ -1,6 +1,7 @@
 package relabel
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -106,5 +107,30 @@ func TestResolveAndSeriesKey(t *testing.T) {
 		if svc != r.svc || kept != r.kept || drop != r.drop || ok != (r.svc != Service{}) {
 			t.Errorf("Resolve(%q, %v) = %v, %v, %v, %v", r.name, r.upstream, svc, kept, drop, ok)
 		}
+	}
+}
+
+// TestUnresolvedAllocations: counting a page's distinct unresolved names
+// allocates no more for a thousand names than for one, once a released
+// page of the same Rewriter has left its set behind.
+func TestUnresolvedAllocations(t *testing.T) {
+	rw := New(Selection{Services: map[Service]Metrics{command: StatusCode}})
+	page := func(names int) []byte {
+		var b []byte
+		for i := range names {
+			b = fmt.Appendf(b, "kong_http_requests_total{service=\"httproute.kong.lost-%d.0\",code=\"200\"} 1\n", i)
+		}
+		return b
+	}
+	allocs := func(names int) float64 {
+		pg := page(names)
+		if _, stats := rewriteAll(rw, pg); stats.Unresolved != names {
+			t.Fatalf("%d names: %d unresolved, want %d", names, stats.Unresolved, names)
+		}
+		return testing.AllocsPerRun(20, func() { rewriteAll(rw, pg) })
+	}
+	one, thousand := allocs(1), allocs(1000)
+	if thousand > one+1 {
+		t.Errorf("a page of 1,000 unresolved names makes %.1f allocations, one of 1 name %.1f: the set of names is made anew each page", thousand, one)
 	}
 }
