@@ -38,7 +38,7 @@ type Page struct {
 
 	// The targets dropped as unresolved so far, counted once each in
 	// stats.Unresolved; lastUnresolved spares the map for a run of them.
-	// The map comes from the Rewriter's pool and goes back on Release, so
+	// The map comes from the Rewriter and goes back on Release, so
 	// that a page with many unresolved names allocates no more than one
 	// with few.
 	unresolved     map[string]struct{} // by the raw name: a Rewriter whose cache is full makes a new target each time
@@ -50,8 +50,7 @@ type Page struct {
 // the allocations the next page then makes.
 func (p *Page) Release() {
 	if p.unresolved != nil {
-		clear(p.unresolved)
-		p.rw.unresolvedSets.Put(p.unresolved)
+		p.rw.keepUnresolvedSet(p.unresolved)
 		p.unresolved = nil
 	}
 }
@@ -270,10 +269,7 @@ func (p *Page) drop(t *target, reason DropReason) {
 	}
 	p.lastUnresolved = t
 	if p.unresolved == nil {
-		p.unresolved, _ = p.rw.unresolvedSets.Get().(map[string]struct{})
-		if p.unresolved == nil {
-			p.unresolved = map[string]struct{}{}
-		}
+		p.unresolved = p.rw.unresolvedSet()
 	}
 	if _, seen := p.unresolved[t.key]; !seen {
 		p.unresolved[t.key] = struct{}{}

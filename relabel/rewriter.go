@@ -28,7 +28,31 @@ type Rewriter struct {
 
 	noGuess bool // lookups skip the targets' next links (BenchmarkNextGuess's baseline)
 
-	unresolvedSets sync.Pool // of map[string]struct{}, emptied: Page.unresolved
+	spareMu         sync.Mutex          // Protects spareUnresolved.
+	spareUnresolved map[string]struct{} // emptied, what the last released Page left: the next one's unresolved
+}
+
+// unresolvedSet returns an empty set for a page's unresolved names: the
+// one the last released page left, or a new one. A page of many
+// unresolved names then allocates no more than one of few, and the
+// outcome does not depend on the garbage collector, as a sync.Pool's does.
+func (rw *Rewriter) unresolvedSet() map[string]struct{} {
+	rw.spareMu.Lock()
+	m := rw.spareUnresolved
+	rw.spareUnresolved = nil
+	rw.spareMu.Unlock()
+	if m == nil {
+		m = map[string]struct{}{}
+	}
+	return m
+}
+
+// keepUnresolvedSet empties m and keeps it for the next page.
+func (rw *Rewriter) keepUnresolvedSet(m map[string]struct{}) {
+	clear(m)
+	rw.spareMu.Lock()
+	rw.spareUnresolved = m
+	rw.spareMu.Unlock()
 }
 
 // target is what one Kong service or upstream name resolves to.
